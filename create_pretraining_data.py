@@ -16,13 +16,14 @@ import collections
 import glob
 import multiprocessing
 import os
-import random
 import sys
 import time
 
 import numpy as np
 
+import tfrecord
 import tokenization
+from fast_random import FastRandom
 from progress import Progress
 
 # Lines handed to a tokenizer worker at a time, and chunks in flight per worker.
@@ -303,52 +304,59 @@ class InstanceMaker:
 
     def _make_instance(self, a_span, b_span, is_random_next):
         tokens = self.corpus.tokens
-        a_ids = tokens[a_span[0]:a_span[1]]
-        b_ids = tokens[b_span[0]:b_span[1]]
-        if a_ids.size < 1 or b_ids.size < 1:
+        a_ids = tokens[a_span[0]:a_span[1]].tolist()
+        b_ids = tokens[b_span[0]:b_span[1]].tolist()
+        if not a_ids or not b_ids:
             raise AssertionError("empty segment: the corpus violates the generator's invariants")
-        input_ids = np.concatenate(
-            ([self.cls_id], a_ids, [self.sep_id], b_ids, [self.sep_id])
-        ).astype(np.int32)
-        num_segment_a_ids = a_ids.size + 2
+        input_ids = [self.cls_id, *a_ids, self.sep_id, *b_ids, self.sep_id]
+        num_segment_a_ids = len(a_ids) + 2
         positions, labels = self._mask(input_ids, num_segment_a_ids)
-        return TrainingInstance(input_ids, num_segment_a_ids, positions, labels, is_random_next)
+        return TrainingInstance(np.asarray(input_ids, np.int32), num_segment_a_ids,
+                                np.asarray(positions, np.int32), np.asarray(labels, np.int32),
+                                is_random_next)
 
     def _mask(self, input_ids, num_segment_a_ids):
-        """Masks `input_ids` in place (80% [MASK], 10% kept, 10% random); returns positions, ids."""
+        """Masks `input_ids` in place (80% [MASK], 10% kept, 10% random); returns positions, ids.
+
+        Candidates are all positions but [CLS] and the two [SEP]s, in groups of one (or whole
+        words with `do_whole_word_mask`), shuffled; groups are taken while they fit in
+        min(max_predictions_per_seq, max(1, round(len * masked_lm_prob))).
+        """
         rng = self.rng
-        length = input_ids.size
-        word_positions = [p for p in range(1, length - 1) if p != num_segment_a_ids - 1]
+        length = len(input_ids)
+        word_positions = list(range(1, num_segment_a_ids - 1))
+        word_positions.extend(range(num_segment_a_ids, length - 1))
         if self.do_whole_word_mask:
-            candidates = []
+            groups = []
             for position in word_positions:
-                if candidates and self.is_continuation[input_ids[position]]:
-                    candidates[-1].append(position)
+                if groups and self.is_continuation[input_ids[position]]:
+                    groups[-1].append(position)
                 else:
-                    candidates.append([position])
+                    groups.append([position])
         else:
-            candidates = [[position] for position in word_positions]
-        rng.shuffle(candidates)
+            groups = word_positions
+        rng.shuffle(groups)
         num_to_predict = min(
-            self.max_predictions_per_seq, max(1, int(round(length * self.masked_lm_prob)))
+            self.max_predictions_per_seq, max(1, round(length * self.masked_lm_prob))
         )
-        original = input_ids.copy()
-        masked_positions = []
-        for group in candidates:
-            if len(masked_positions) >= num_to_predict:
-                break
-            if len(masked_positions) + len(group) > num_to_predict:
-                continue
-            for position in group:
-                if rng.random() < 0.8:
-                    input_ids[position] = self.mask_id
-                elif rng.random() >= 0.5:
-                    words = self.vocab_word_ids
-                    input_ids[position] = words[rng.randint(0, len(words) - 1)]
-                masked_positions.append(position)
-        masked_positions.sort()
-        positions = np.asarray(masked_positions, dtype=np.int32)
-        return positions, original[positions]
+        if self.do_whole_word_mask:
+            chosen = []
+            for group in groups:
+                if len(chosen) >= num_to_predict:
+                    break
+                if len(chosen) + len(group) <= num_to_predict:
+                    chosen.extend(group)
+        else:
+            chosen = groups[:num_to_predict]
+        labels = {position: input_ids[position] for position in chosen}
+        words = self.vocab_word_ids
+        for position in chosen:
+            if rng.random() < 0.8:
+                input_ids[position] = self.mask_id
+            elif rng.random() >= 0.5:
+                input_ids[position] = words[rng.randint(0, len(words) - 1)]
+        positions = sorted(chosen)
+        return positions, [labels[position] for position in positions]
 
 
 def instance_to_features(instance, max_seq_length, max_predictions_per_seq):
@@ -398,19 +406,14 @@ def write_instances(instances, output_files, max_seq_length, max_predictions_per
     Each file is written as `<name>.tmp-<pid>` and renamed only when all are complete, so an
     interrupted run never leaves a file that looks finished. Returns the number of records.
     """
-    # Imported here so tokenizer worker processes, which import this module, do not load TF.
-    import tensorflow as tf
-
     temporary = [f"{path}.tmp-{os.getpid()}" for path in output_files]
     progress = Progress("writing", len(instances), unit="instances", stream=log)
-    writers = [tf.io.TFRecordWriter(path) for path in temporary]
+    writers = []
     try:
+        writers = [tfrecord.TFRecordWriter(path) for path in temporary]
         for index, instance in enumerate(instances):
             features = instance_to_features(instance, max_seq_length, max_predictions_per_seq)
-            example = tf.train.Example(features=tf.train.Features(feature={
-                name: _to_feature(tf, value) for name, value in features.items()
-            }))
-            writers[index % len(writers)].write(example.SerializeToString(deterministic=True))
+            writers[index % len(writers)].write(tfrecord.encode_example(features))
             progress.update()
         for writer in writers:
             writer.close()
@@ -425,12 +428,6 @@ def write_instances(instances, output_files, max_seq_length, max_predictions_per
         raise
     progress.close()
     return len(instances)
-
-
-def _to_feature(tf, values):
-    if values.dtype == np.float32:
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
 def validate_settings(max_seq_length, max_predictions_per_seq, masked_lm_prob, dupe_factor,
@@ -484,7 +481,7 @@ def run(input_file, output_file, vocab_file, do_lower_case=True, do_whole_word_m
                         "line and a blank line between documents")
     maker = InstanceMaker(corpus, vocab, max_seq_length, short_seq_prob, masked_lm_prob,
                           max_predictions_per_seq, do_whole_word_mask,
-                          random.Random(random_seed), same_document_is_not_random)
+                          FastRandom(random_seed), same_document_is_not_random)
     instances = maker.create_instances(dupe_factor)
     write_instances(instances, output_files, max_seq_length, max_predictions_per_seq, log)
     return {
@@ -502,12 +499,12 @@ def run(input_file, output_file, vocab_file, do_lower_case=True, do_whole_word_m
 def format_summary(summary):
     """A human-readable multi-line summary of `run`'s result."""
     seconds = summary["seconds"]
+    rate = summary["instances"] / max(seconds, 1e-9)
     return "\n".join([
         f"documents:        {summary['documents']:,} ({summary['input_files']} input files)",
         f"sentences:        {summary['sentences']:,}",
         f"tokens:           {summary['tokens']:,}",
-        f"instances:        {summary['instances']:,} "
-        f"({summary['instances'] / max(seconds, 1e-9):,.0f}/s)",
+        f"instances:        {summary['instances']:,} ({rate:,.0f}/s)",
         f"masked positions: {summary['masked_positions']:,}",
         f"time:             {seconds:.1f}s",
         f"output:           {', '.join(summary['output_files'])}",
