@@ -67,12 +67,17 @@ original ids; is_random_next: B comes from another document (label 1, Google's c
 
 
 def expand_input_patterns(input_patterns):
-    """Comma-separated files or globs -> sorted file list per pattern; errors on no match."""
+    """Comma-separated files or globs -> list of files; errors on no match.
+
+    A glob's matches come in directory-listing order, not sorted, because that is the order
+    google-research/bert's `tf.gfile.Glob` reads them in (and the order changes the output).
+    Name the files one by one for an order independent of the file system.
+    """
     files = []
     for pattern in (p.strip() for p in input_patterns.split(",")):
         if not pattern:
             continue
-        matches = sorted(glob.glob(pattern))
+        matches = glob.glob(pattern)
         if not matches:
             if glob.has_magic(pattern):
                 raise DataError(f"--input_file pattern {pattern} matches no file: check the path")

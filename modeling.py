@@ -1,0 +1,484 @@
+"""Google's BERT (google-research/bert) for TensorFlow 2 in `tf.compat.v1` graph mode.
+
+The public API and every variable name are Google's, so Google's released checkpoints and MLPerf's
+`model.ckpt-28252` load unchanged. Variables come from `tf.compat.v1.get_variable` (no Keras).
+
+Shapes use B = batch size, S = sequence length, H = hidden size, N = attention heads,
+D = H / N, P = masked positions per sequence, V = vocabulary size.
+
+Lean graph for speed and for the grappler auto_mixed_precision rewrite: dense layers work on 2-D
+[B*S, H] matrices, the attention mask is built once per model, the masked-LM head gathers the P
+masked positions before the vocabulary projection, and the only casts are the ones of integer
+masks and weights to float.
+"""
+
+import collections
+import copy
+import json
+import math
+import re
+
+import tensorflow as tf
+
+LAYER_NORM_EPSILON = 1e-12
+
+
+class BertConfig:
+    """Configuration of a `BertModel` (the keys of Google's bert_config.json)."""
+
+    def __init__(
+        self,
+        vocab_size,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        max_position_embeddings=512,
+        type_vocab_size=16,
+        initializer_range=0.02,
+    ):
+        """Args as in Google's BertConfig; `hidden_act` is a name accepted by `get_activation`."""
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.hidden_act = hidden_act
+        self.intermediate_size = intermediate_size
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.initializer_range = initializer_range
+
+    @classmethod
+    def from_dict(cls, json_object):
+        """Builds a config from a dict; keys other than Google's are kept as attributes."""
+        config = cls(vocab_size=None)
+        for key, value in json_object.items():
+            config.__dict__[key] = value
+        return config
+
+    @classmethod
+    def from_json_file(cls, json_file):
+        """Builds a config from a bert_config.json file."""
+        with tf.io.gfile.GFile(json_file, "r") as reader:
+            return cls.from_dict(json.loads(reader.read()))
+
+    def to_dict(self):
+        """Returns the config as a dict."""
+        return copy.deepcopy(self.__dict__)
+
+    def to_json_string(self):
+        """Returns the config as a JSON string (bert_config.json format)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+class BertModel:
+    """BERT encoder: embeddings, `num_hidden_layers` Transformer layers and the pooler.
+
+    Example:
+        model = BertModel(config, is_training, input_ids, input_mask, token_type_ids)
+        pooled = model.get_pooled_output()      # [B, H]
+        sequence = model.get_sequence_output()  # [B, S, H]
+    """
+
+    def __init__(
+        self,
+        config,
+        is_training,
+        input_ids,
+        input_mask=None,
+        token_type_ids=None,
+        use_one_hot_embeddings=False,
+        scope=None,
+    ):
+        """Builds the model under variable scope `scope` (default "bert").
+
+        Args:
+            config: `BertConfig`.
+            is_training: bool; dropout is applied only when True.
+            input_ids: int32/int64 [B, S] word-piece ids.
+            input_mask: int [B, S], 1 for real tokens and 0 for padding (default all ones).
+            token_type_ids: int [B, S] segment ids (default all zeros).
+            use_one_hot_embeddings: look word embeddings up with a one-hot matmul (TPU style)
+                instead of a gather.
+            scope: variable scope name.
+
+        Raises:
+            ValueError: S is larger than `config.max_position_embeddings`, or the config is bad.
+        """
+        config = copy.deepcopy(config)
+        if not is_training:
+            config.hidden_dropout_prob = 0.0
+            config.attention_probs_dropout_prob = 0.0
+        batch_size, seq_length = get_shape_list(input_ids, expected_rank=2)
+        if isinstance(seq_length, int) and seq_length > config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {seq_length} exceeds max_position_embeddings "
+                f"{config.max_position_embeddings} of bert_config.json: use a shorter "
+                "max_seq_length or a config and checkpoint with more positions"
+            )
+        if input_mask is None:
+            input_mask = tf.ones([batch_size, seq_length], dtype=tf.int32)
+        if token_type_ids is None:
+            token_type_ids = tf.zeros([batch_size, seq_length], dtype=tf.int32)
+        initializer = create_initializer(config.initializer_range)
+
+        with tf.compat.v1.variable_scope(scope, default_name="bert"):
+            with tf.compat.v1.variable_scope("embeddings"):
+                self.embedding_table = tf.compat.v1.get_variable(
+                    "word_embeddings", [config.vocab_size, config.hidden_size],
+                    initializer=initializer)
+                if use_one_hot_embeddings:
+                    one_hot_ids = tf.one_hot(input_ids, depth=config.vocab_size)
+                    words = tf.einsum("bsv,vh->bsh", one_hot_ids, self.embedding_table)
+                else:
+                    words = tf.gather(self.embedding_table, input_ids)
+                token_type_table = tf.compat.v1.get_variable(
+                    "token_type_embeddings", [config.type_vocab_size, config.hidden_size],
+                    initializer=initializer)
+                position_table = tf.compat.v1.get_variable(
+                    "position_embeddings", [config.max_position_embeddings, config.hidden_size],
+                    initializer=initializer)
+                embeddings = (words + tf.gather(token_type_table, token_type_ids)
+                              + position_table[:seq_length])
+                self.embedding_output = dropout(
+                    layer_norm(embeddings, "LayerNorm"), config.hidden_dropout_prob)
+
+            with tf.compat.v1.variable_scope("encoder"):
+                self.all_encoder_layers = transformer_model(
+                    self.embedding_output,
+                    attention_mask_adder(input_mask),
+                    hidden_size=config.hidden_size,
+                    num_hidden_layers=config.num_hidden_layers,
+                    num_attention_heads=config.num_attention_heads,
+                    intermediate_size=config.intermediate_size,
+                    intermediate_act_fn=get_activation(config.hidden_act),
+                    hidden_dropout_prob=config.hidden_dropout_prob,
+                    attention_probs_dropout_prob=config.attention_probs_dropout_prob,
+                    initializer_range=config.initializer_range,
+                )
+            self.sequence_output = self.all_encoder_layers[-1]
+
+            with tf.compat.v1.variable_scope("pooler"):
+                self.pooled_output = dense(
+                    self.sequence_output[:, 0], config.hidden_size, "dense", initializer,
+                    activation=tf.tanh)
+
+    def get_pooled_output(self):
+        """[B, H] tanh-projected hidden state of the first ([CLS]) token."""
+        return self.pooled_output
+
+    def get_sequence_output(self):
+        """[B, S, H] output of the last Transformer layer."""
+        return self.sequence_output
+
+    def get_all_encoder_layers(self):
+        """List of num_hidden_layers tensors [B, S, H], one per Transformer layer."""
+        return self.all_encoder_layers
+
+    def get_embedding_output(self):
+        """[B, S, H] embeddings after LayerNorm and dropout (the encoder input)."""
+        return self.embedding_output
+
+    def get_embedding_table(self):
+        """[V, H] word embedding table (also the masked-LM output weights)."""
+        return self.embedding_table
+
+
+def gelu(x):
+    """Google's GELU: the tanh approximation 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))."""
+    return tf.nn.gelu(x, approximate=True)
+
+
+def gelu_exact(x):
+    """Exact GELU x * Phi(x) with the Gaussian CDF computed by erf (Hugging Face's "gelu")."""
+    return tf.nn.gelu(x, approximate=False)
+
+
+_ACTIVATIONS = {
+    "gelu": gelu,
+    "gelu_exact": gelu_exact,
+    "relu": tf.nn.relu,
+    "tanh": tf.tanh,
+    "linear": None,
+}
+
+
+def get_activation(activation_string):
+    """Maps a `hidden_act` name to a function (None for "linear"); callables pass through.
+
+    Names: "gelu" (Google's tanh approximation), "gelu_exact" (erf), "relu", "tanh", "linear".
+    """
+    if not isinstance(activation_string, str):
+        return activation_string
+    name = activation_string.lower()
+    if name not in _ACTIVATIONS:
+        raise ValueError(
+            f"unsupported hidden_act {activation_string!r} in bert_config.json: use one of "
+            "gelu (tanh approximation, Google's), gelu_exact (erf), relu, tanh, linear"
+        )
+    return _ACTIVATIONS[name]
+
+
+def create_initializer(initializer_range=0.02):
+    """Truncated normal initializer with standard deviation `initializer_range`."""
+    return tf.compat.v1.truncated_normal_initializer(stddev=initializer_range)
+
+
+def dropout(x, rate):
+    """Dropout with drop probability `rate`; the identity when `rate` is 0."""
+    if not rate:
+        return x
+    return tf.nn.dropout(x, rate=rate)
+
+
+def layer_norm(x, name):
+    """LayerNorm over the last axis with variables `name/beta`, `name/gamma` (epsilon 1e-12)."""
+    with tf.compat.v1.variable_scope(name):
+        size = x.shape[-1]
+        beta = tf.compat.v1.get_variable("beta", [size], initializer=tf.zeros_initializer())
+        gamma = tf.compat.v1.get_variable("gamma", [size], initializer=tf.ones_initializer())
+        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return tf.nn.batch_normalization(x, mean, variance, beta, gamma, LAYER_NORM_EPSILON)
+
+
+def dense(x, units, name, initializer, activation=None):
+    """[M, in] -> [M, units] with variables `name/kernel` [in, units] and `name/bias` [units]."""
+    with tf.compat.v1.variable_scope(name):
+        kernel = tf.compat.v1.get_variable("kernel", [x.shape[-1], units], initializer=initializer)
+        bias = tf.compat.v1.get_variable("bias", [units], initializer=tf.zeros_initializer())
+        y = tf.nn.bias_add(tf.matmul(x, kernel), bias)
+        return y if activation is None else activation(y)
+
+
+def attention_mask_adder(input_mask):
+    """[B, S] 0/1 input mask -> [B, 1, 1, S] additive mask: 0 to attend, -10000 for padding."""
+    mask = tf.cast(input_mask[:, tf.newaxis, tf.newaxis, :], tf.float32)
+    return (1.0 - mask) * -10000.0
+
+
+def attention_layer(
+    x, mask_adder, batch_size, seq_length, num_attention_heads, size_per_head,
+    attention_probs_dropout_prob, initializer,
+):
+    """Multi-head self-attention with variables `query`, `key`, `value` (kernel and bias).
+
+    Args:
+        x: [B*S, H] layer input.
+        mask_adder: [B, 1, 1, S] from `attention_mask_adder`.
+    Returns:
+        [B*S, N*D] context vectors.
+    """
+    width = num_attention_heads * size_per_head
+
+    def heads(name):  # [B*S, H] -> [B, N, S, D]
+        y = dense(x, width, name, initializer)
+        y = tf.reshape(y, [batch_size, seq_length, num_attention_heads, size_per_head])
+        return tf.transpose(y, [0, 2, 1, 3])
+
+    query, key, value = heads("query"), heads("key"), heads("value")
+    scores = tf.matmul(query, key, transpose_b=True) * (1.0 / math.sqrt(size_per_head))
+    probs = tf.nn.softmax(scores + mask_adder)
+    probs = dropout(probs, attention_probs_dropout_prob)
+    context = tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3])
+    return tf.reshape(context, [-1, width])
+
+
+def transformer_model(
+    input_tensor, mask_adder, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+    intermediate_size=3072, intermediate_act_fn=gelu, hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1, initializer_range=0.02,
+):
+    """Post-LayerNorm Transformer encoder ("Attention is All You Need"), scopes `layer_N`.
+
+    Args:
+        input_tensor: [B, S, H].
+        mask_adder: [B, 1, 1, S] from `attention_mask_adder`.
+    Returns:
+        List of num_hidden_layers tensors [B, S, H].
+    """
+    if hidden_size % num_attention_heads:
+        raise ValueError(
+            f"hidden_size {hidden_size} is not a multiple of num_attention_heads "
+            f"{num_attention_heads} in bert_config.json: fix one of them"
+        )
+    batch_size, seq_length, _ = get_shape_list(input_tensor, expected_rank=3)
+    initializer = create_initializer(initializer_range)
+    layer_output = tf.reshape(input_tensor, [-1, hidden_size])
+    all_layer_outputs = []
+    for layer_idx in range(num_hidden_layers):
+        layer_input = layer_output
+        with tf.compat.v1.variable_scope(f"layer_{layer_idx}"):
+            with tf.compat.v1.variable_scope("attention"):
+                with tf.compat.v1.variable_scope("self"):
+                    context = attention_layer(
+                        layer_input, mask_adder, batch_size, seq_length, num_attention_heads,
+                        hidden_size // num_attention_heads, attention_probs_dropout_prob,
+                        initializer)
+                with tf.compat.v1.variable_scope("output"):
+                    attention_output = dense(context, hidden_size, "dense", initializer)
+                    attention_output = layer_norm(
+                        dropout(attention_output, hidden_dropout_prob) + layer_input, "LayerNorm")
+            with tf.compat.v1.variable_scope("intermediate"):
+                intermediate = dense(attention_output, intermediate_size, "dense", initializer,
+                                     activation=intermediate_act_fn)
+            with tf.compat.v1.variable_scope("output"):
+                layer_output = dense(intermediate, hidden_size, "dense", initializer)
+                layer_output = layer_norm(
+                    dropout(layer_output, hidden_dropout_prob) + attention_output, "LayerNorm")
+        all_layer_outputs.append(tf.reshape(layer_output, [batch_size, seq_length, hidden_size]))
+    return all_layer_outputs
+
+
+def gather_indexes(sequence_tensor, positions):
+    """Rows of [B, S, H] `sequence_tensor` at [B, P] `positions`, as a [B*P, H] matrix."""
+    gathered = tf.gather(sequence_tensor, positions, batch_dims=1)
+    return tf.reshape(gathered, [-1, sequence_tensor.shape[-1]])
+
+
+def get_masked_lm_output(bert_config, input_tensor, output_weights, positions, label_ids,
+                         label_weights):
+    """Masked-LM head `cls/predictions`, with output weights tied to the word embeddings.
+
+    Args:
+        bert_config: `BertConfig`.
+        input_tensor: [B, S, H] sequence output.
+        output_weights: [V, H] word embedding table (`BertModel.get_embedding_table()`).
+        positions: int [B, P] masked positions.
+        label_ids: int [B, P] original ids at those positions.
+        label_weights: float [B, P], 1.0 for real predictions and 0.0 for padding.
+    Returns:
+        (loss: scalar weighted mean, per_example_loss: [B*P], log_probs: [B*P, V]).
+    """
+    x = gather_indexes(input_tensor, positions)
+    initializer = create_initializer(bert_config.initializer_range)
+    with tf.compat.v1.variable_scope("cls/predictions"):
+        with tf.compat.v1.variable_scope("transform"):
+            x = dense(x, bert_config.hidden_size, "dense", initializer,
+                      activation=get_activation(bert_config.hidden_act))
+            x = layer_norm(x, "LayerNorm")
+        output_bias = tf.compat.v1.get_variable(
+            "output_bias", [bert_config.vocab_size], initializer=tf.zeros_initializer())
+        logits = tf.nn.bias_add(tf.matmul(x, output_weights, transpose_b=True), output_bias)
+        log_probs = tf.nn.log_softmax(logits, axis=-1)
+        per_example_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.reshape(label_ids, [-1]), logits=logits)
+        label_weights = tf.reshape(label_weights, [-1])
+        loss = tf.reduce_sum(label_weights * per_example_loss) / (
+            tf.reduce_sum(label_weights) + 1e-5)
+    return loss, per_example_loss, log_probs
+
+
+def get_next_sentence_output(bert_config, input_tensor, labels):
+    """Next-sentence head `cls/seq_relationship` (label 1 means "B is random").
+
+    Args:
+        bert_config: `BertConfig`.
+        input_tensor: [B, H] pooled output.
+        labels: int [B] or [B, 1].
+    Returns:
+        (loss: scalar mean, per_example_loss: [B], log_probs: [B, 2]).
+    """
+    with tf.compat.v1.variable_scope("cls/seq_relationship"):
+        output_weights = tf.compat.v1.get_variable(
+            "output_weights", [2, bert_config.hidden_size],
+            initializer=create_initializer(bert_config.initializer_range))
+        output_bias = tf.compat.v1.get_variable(
+            "output_bias", [2], initializer=tf.zeros_initializer())
+        logits = tf.nn.bias_add(tf.matmul(input_tensor, output_weights, transpose_b=True),
+                                output_bias)
+        log_probs = tf.nn.log_softmax(logits, axis=-1)
+        per_example_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.reshape(labels, [-1]), logits=logits)
+        loss = tf.reduce_mean(per_example_loss)
+    return loss, per_example_loss, log_probs
+
+
+def get_shape_list(tensor, expected_rank=None):
+    """Shape of `tensor` as a list: Python ints where static, scalar tensors where dynamic."""
+    shape = tensor.shape.as_list()
+    if expected_rank is not None and len(shape) != expected_rank:
+        raise ValueError(f"tensor {tensor.name} has rank {len(shape)}, expected {expected_rank}")
+    dynamic = tf.shape(tensor)
+    return [dim if dim is not None else dynamic[i] for i, dim in enumerate(shape)]
+
+
+def _variable_name(var):
+    return re.sub(r":\d+$", "", var.name)
+
+
+def get_assignment_map_from_checkpoint(tvars, init_checkpoint):
+    """Google's helper: map the variables of `tvars` present in `init_checkpoint` to themselves.
+
+    Returns:
+        (assignment_map: OrderedDict checkpoint name -> variable name, for
+        `tf.compat.v1.train.init_from_checkpoint`; initialized_variable_names: dict with both
+        "name" and "name:0" keys).
+    """
+    names = {_variable_name(var) for var in tvars}
+    assignment_map = collections.OrderedDict()
+    initialized_variable_names = {}
+    for name, _ in tf.train.list_variables(init_checkpoint):
+        if name in names:
+            assignment_map[name] = name
+            initialized_variable_names[name] = 1
+            initialized_variable_names[name + ":0"] = 1
+    return assignment_map, initialized_variable_names
+
+
+_CONFIG_KEY_OF_TABLE = {
+    "bert/embeddings/word_embeddings": "vocab_size",
+    "cls/predictions/output_bias": "vocab_size",
+    "bert/embeddings/position_embeddings": "max_position_embeddings",
+    "bert/embeddings/token_type_embeddings": "type_vocab_size",
+}
+
+
+def init_from_checkpoint(init_checkpoint, tvars=None):
+    """Initialises every variable of `tvars` from a checkpoint with Google's variable names.
+
+    Optimizer slots in the checkpoint (adam_m, adam_v, LAMB's, global_step, loss scale) are
+    ignored. Call before the session is created; the variables' initializers read the checkpoint.
+
+    Args:
+        init_checkpoint: checkpoint prefix, e.g. ".../model.ckpt-28252".
+        tvars: variables to load; default `tf.compat.v1.trainable_variables()` (the model).
+    Raises:
+        ValueError: no checkpoint at the prefix, or model variables missing from it or with a
+            different shape (one message listing all of them).
+    """
+    if tvars is None:
+        tvars = tf.compat.v1.trainable_variables()
+    if not tf.io.gfile.exists(init_checkpoint + ".index"):
+        raise ValueError(
+            f"init_checkpoint {init_checkpoint}: no TF1 checkpoint there (no "
+            f"{init_checkpoint}.index); pass a checkpoint prefix such as model.ckpt-28252")
+    checkpoint_shapes = dict(tf.train.list_variables(init_checkpoint))
+    missing, mismatched = [], []
+    for var in tvars:
+        name = _variable_name(var)
+        if name not in checkpoint_shapes:
+            missing.append(name)
+        elif list(checkpoint_shapes[name]) != var.shape.as_list():
+            hint = _CONFIG_KEY_OF_TABLE.get(name)
+            mismatched.append(
+                f"{name} {list(checkpoint_shapes[name])} in checkpoint vs "
+                f"{var.shape.as_list()} in model" + (f" ({hint})" if hint else ""))
+    if missing or mismatched:
+        problems = []
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more"
+                                              if len(missing) > 5 else "")
+            problems.append(f"{len(missing)} model variables missing ({shown})")
+        if mismatched:
+            problems.append(f"{len(mismatched)} shape mismatches ({'; '.join(mismatched)})")
+        raise ValueError(
+            f"init_checkpoint {init_checkpoint} does not fit the model: {'; '.join(problems)}; "
+            "use the bert_config.json the checkpoint was trained with and a checkpoint with "
+            "Google's variable names")
+    assignment_map, _ = get_assignment_map_from_checkpoint(tvars, init_checkpoint)
+    tf.compat.v1.train.init_from_checkpoint(init_checkpoint, assignment_map)

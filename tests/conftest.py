@@ -1,0 +1,32 @@
+"""Shared fixtures: paths of the shipped data and a runner for the project's CLIs."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VOCAB = os.path.join(REPO, "data", "vocab.txt")
+SAMPLE_CORPUS = os.path.join(REPO, "data", "sample_corpus.txt")
+
+
+def run_cli(args, check=True, **kwargs):
+    """Runs `python ARGS...` from the repo root; returns the CompletedProcess (text output)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, *args], check=False, cwd=REPO, env=env,
+                            capture_output=True,
+                            text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args[0]} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def vocab_file():
+    return VOCAB
+
+
+@pytest.fixture(scope="session")
+def sample_corpus():
+    return SAMPLE_CORPUS

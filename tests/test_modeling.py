@@ -1,0 +1,297 @@
+"""Tests of modeling.py: Google's variable names, masking, heads and init from checkpoints."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import modeling
+
+TINY = {
+    "vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "intermediate_size": 37, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 64, "type_vocab_size": 2,
+    "initializer_range": 0.02,
+}
+
+
+def build_pretraining(config, batch_size=2, seq_length=None, num_predictions=3,
+                      is_training=False):
+    """Placeholders, BertModel and both heads, as run_pretraining's model_fn builds them."""
+    ids = tf.compat.v1.placeholder(tf.int64, [batch_size, seq_length], "input_ids")
+    mask = tf.compat.v1.placeholder(tf.int64, [batch_size, seq_length], "input_mask")
+    types = tf.compat.v1.placeholder(tf.int64, [batch_size, seq_length], "segment_ids")
+    positions = tf.compat.v1.placeholder(tf.int64, [batch_size, num_predictions], "positions")
+    labels = tf.compat.v1.placeholder(tf.int64, [batch_size, num_predictions], "labels")
+    weights = tf.compat.v1.placeholder(tf.float32, [batch_size, num_predictions], "weights")
+    nsp_labels = tf.compat.v1.placeholder(tf.int64, [batch_size], "next_sentence_labels")
+    model = modeling.BertModel(config, is_training, ids, mask, types)
+    mlm = modeling.get_masked_lm_output(config, model.get_sequence_output(),
+                                        model.get_embedding_table(), positions, labels, weights)
+    nsp = modeling.get_next_sentence_output(config, model.get_pooled_output(), nsp_labels)
+    inputs = {"ids": ids, "mask": mask, "types": types, "positions": positions, "labels": labels,
+              "weights": weights, "nsp_labels": nsp_labels}
+    return inputs, model, mlm, nsp
+
+
+def randomize(session, scale=0.2, seed=0):
+    """Gives every trainable variable random values (so beta/gamma/biases are not 0 or 1)."""
+    rng = np.random.default_rng(seed)
+    values = {}
+    for var in tf.compat.v1.trainable_variables():
+        value = rng.normal(0.0, scale, var.shape.as_list()).astype(np.float32)
+        var.load(value, session)
+        values[var.op.name] = value
+    return values
+
+
+def random_batch(rng, batch_size, seq_length, vocab_size, num_predictions=3):
+    return {"ids": rng.integers(0, vocab_size, [batch_size, seq_length]),
+            "mask": np.ones([batch_size, seq_length], np.int64),
+            "types": rng.integers(0, 2, [batch_size, seq_length]),
+            "positions": np.stack([rng.choice(seq_length, num_predictions, replace=False)
+                                   for _ in range(batch_size)]),
+            "labels": rng.integers(0, vocab_size, [batch_size, num_predictions]),
+            "weights": np.array([[1.0] * num_predictions,
+                                 [1.0] * (num_predictions - 1) + [0.0]], np.float32),
+            "nsp_labels": rng.integers(0, 2, [batch_size])}
+
+
+def feed(inputs, batch):
+    return {inputs[key]: batch[key] for key in inputs}
+
+
+def google_bert_base_shapes(vocab_size=30522, hidden=768, inner=3072, layers=12):
+    """The variable list of DESIGN.md §2 with the shapes of Google's BERT-base checkpoint."""
+    shapes = {"bert/embeddings/word_embeddings": [vocab_size, hidden],
+              "bert/embeddings/token_type_embeddings": [2, hidden],
+              "bert/embeddings/position_embeddings": [512, hidden],
+              "bert/embeddings/LayerNorm/beta": [hidden],
+              "bert/embeddings/LayerNorm/gamma": [hidden]}
+    for i in range(layers):
+        layer = f"bert/encoder/layer_{i}"
+        for name in ("query", "key", "value"):
+            shapes[f"{layer}/attention/self/{name}/kernel"] = [hidden, hidden]
+            shapes[f"{layer}/attention/self/{name}/bias"] = [hidden]
+        shapes[f"{layer}/attention/output/dense/kernel"] = [hidden, hidden]
+        shapes[f"{layer}/attention/output/dense/bias"] = [hidden]
+        shapes[f"{layer}/intermediate/dense/kernel"] = [hidden, inner]
+        shapes[f"{layer}/intermediate/dense/bias"] = [inner]
+        shapes[f"{layer}/output/dense/kernel"] = [inner, hidden]
+        shapes[f"{layer}/output/dense/bias"] = [hidden]
+        for norm in ("attention/output/LayerNorm", "output/LayerNorm"):
+            shapes[f"{layer}/{norm}/beta"] = [hidden]
+            shapes[f"{layer}/{norm}/gamma"] = [hidden]
+    shapes.update({"bert/pooler/dense/kernel": [hidden, hidden],
+                   "bert/pooler/dense/bias": [hidden],
+                   "cls/predictions/transform/dense/kernel": [hidden, hidden],
+                   "cls/predictions/transform/dense/bias": [hidden],
+                   "cls/predictions/transform/LayerNorm/beta": [hidden],
+                   "cls/predictions/transform/LayerNorm/gamma": [hidden],
+                   "cls/predictions/output_bias": [vocab_size],
+                   "cls/seq_relationship/output_weights": [2, hidden],
+                   "cls/seq_relationship/output_bias": [2]})
+    return shapes
+
+
+def test_bert_base_variables_are_googles_names_and_shapes():
+    """BERT-base with both heads has exactly Google's 206 variables, names and shapes."""
+    config = modeling.BertConfig(vocab_size=30522, type_vocab_size=2)
+    with tf.Graph().as_default():
+        build_pretraining(config, seq_length=128, num_predictions=20)
+        ours = {var.op.name: var.shape.as_list() for var in tf.compat.v1.global_variables()}
+    expected = google_bert_base_shapes()
+    assert len(expected) == 5 + 12 * 16 + 2 + 7 == 206
+    assert ours == expected
+
+
+def test_padding_does_not_change_outputs_at_real_positions():
+    """Appending padding (mask 0, arbitrary ids and types) leaves every real position's
+    encoder outputs and the pooled output unchanged."""
+    config = modeling.BertConfig.from_dict(TINY)
+    rng = np.random.default_rng(1)
+    with tf.Graph().as_default():
+        ids = tf.compat.v1.placeholder(tf.int32, [None, None])
+        mask = tf.compat.v1.placeholder(tf.int32, [None, None])
+        types = tf.compat.v1.placeholder(tf.int32, [None, None])
+        model = modeling.BertModel(config, False, ids, mask, types)
+        outputs = model.get_all_encoder_layers() + [model.get_pooled_output()]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            randomize(session)
+            short = {"ids": rng.integers(0, 99, [2, 5]), "types": rng.integers(0, 2, [2, 5])}
+            short_out = session.run(outputs, {ids: short["ids"], types: short["types"],
+                                              mask: np.ones([2, 5])})
+            long_out = session.run(outputs, {
+                ids: np.concatenate([short["ids"], rng.integers(0, 99, [2, 4])], axis=1),
+                types: np.concatenate([short["types"], rng.integers(0, 2, [2, 4])], axis=1),
+                mask: np.concatenate([np.ones([2, 5]), np.zeros([2, 4])], axis=1)})
+    for layer_short, layer_long in zip(short_out[:-1], long_out[:-1]):
+        np.testing.assert_allclose(layer_long[:, :5], layer_short, atol=1e-5)
+    np.testing.assert_allclose(long_out[-1], short_out[-1], atol=1e-5)
+
+
+def test_dropout_applies_only_when_training():
+    """Two runs agree exactly in inference mode and differ in training mode."""
+    config = modeling.BertConfig.from_dict(TINY)
+    batch = random_batch(np.random.default_rng(2), 2, 8, 99)
+    for is_training in (False, True):
+        with tf.Graph().as_default():
+            inputs, model, _, _ = build_pretraining(config, is_training=is_training)
+            with tf.compat.v1.Session() as session:
+                session.run(tf.compat.v1.global_variables_initializer())
+                first, second = (session.run(model.get_sequence_output(), feed(inputs, batch))
+                                 for _ in range(2))
+        assert np.array_equal(first, second) != is_training
+
+
+def test_heads_compute_googles_losses_from_gathered_positions():
+    """The MLM head projects only the B*P gathered positions (no [B, S, V] tensor), uses the
+    word embeddings as output weights, and its losses are the weighted cross-entropies."""
+    config = modeling.BertConfig.from_dict(TINY)
+    batch = random_batch(np.random.default_rng(3), 2, 11, 99)
+    with tf.Graph().as_default():
+        inputs, _model, mlm, nsp = build_pretraining(config, seq_length=11)
+        vocab_shaped = [op.name for op in tf.compat.v1.get_default_graph().get_operations()
+                        for out in op.outputs
+                        if out.shape.rank and out.shape.as_list()[-1] == 99
+                        and out.shape.as_list()[0] in (2, 22)]
+        cls_variables = [v.op.name for v in tf.compat.v1.trainable_variables()
+                         if v.op.name.startswith("cls/predictions")]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            randomize(session)
+            (mlm_loss, mlm_per_example, log_probs), (nsp_loss, nsp_per_example, nsp_log_probs) = (
+                session.run([mlm, nsp], feed(inputs, batch)))
+    assert vocab_shaped == []
+    assert "cls/predictions/output_weights" not in cls_variables
+    assert log_probs.shape == (6, 99) and nsp_log_probs.shape == (2, 2)
+    expected = -log_probs[np.arange(6), batch["labels"].reshape(-1)]
+    np.testing.assert_allclose(mlm_per_example, expected, rtol=1e-5)
+    weights = batch["weights"].reshape(-1)
+    np.testing.assert_allclose(mlm_loss, (weights * expected).sum() / (weights.sum() + 1e-5),
+                               rtol=1e-5)
+    nsp_expected = -nsp_log_probs[np.arange(2), batch["nsp_labels"]]
+    np.testing.assert_allclose(nsp_per_example, nsp_expected, rtol=1e-5)
+    np.testing.assert_allclose(nsp_loss, nsp_expected.mean(), rtol=1e-5)
+
+
+def test_activations_have_googles_and_exact_gelu_meanings():
+    """`gelu` is Google's tanh approximation, `gelu_exact` the erf GELU; unknown names fail."""
+    x = np.linspace(-4.0, 4.0, 41).astype(np.float32)
+    tanh_gelu = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    erf_gelu = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        got = session.run({name: modeling.get_activation(name)(tf.constant(x))
+                           for name in ("gelu", "gelu_exact", "relu", "tanh")})
+    np.testing.assert_allclose(got["gelu"], tanh_gelu, atol=1e-6)
+    np.testing.assert_allclose(got["gelu_exact"], erf_gelu, atol=1e-6)
+    assert np.abs(got["gelu"] - got["gelu_exact"]).max() > 1e-4
+    np.testing.assert_array_equal(got["relu"], np.maximum(x, 0))
+    np.testing.assert_allclose(got["tanh"], np.tanh(x), atol=1e-6)
+    assert modeling.get_activation("linear") is None
+    with pytest.raises(ValueError, match="unsupported hidden_act 'swish'"):
+        modeling.get_activation("swish")
+
+
+def test_config_json_round_trip(tmp_path):
+    """to_json_string and from_json_file give back the same config."""
+    path = tmp_path / "bert_config.json"
+    path.write_text(modeling.BertConfig.from_dict(TINY).to_json_string())
+    assert modeling.BertConfig.from_json_file(str(path)).to_dict() == TINY
+
+
+def write_google_checkpoint(prefix, config, with_optimizer_slots=True):
+    """Saves a randomized pre-training model with tf.compat.v1.train.Saver, as Google's and
+    MLPerf's runs do (optionally with Adam and LAMB slots and global_step). Returns values."""
+    with tf.Graph().as_default():
+        build_pretraining(config)
+        if with_optimizer_slots:
+            tf.compat.v1.train.get_or_create_global_step()
+            for var in tf.compat.v1.trainable_variables():
+                for slot in ("adam_m", "adam_v", "LAMB", "LAMB_1"):
+                    tf.compat.v1.get_variable(f"{var.op.name}/{slot}", var.shape,
+                                              trainable=False)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            values = randomize(session)
+            tf.compat.v1.train.Saver().save(session, prefix)
+    return values
+
+
+def test_init_from_checkpoint_restores_every_model_variable(tmp_path):
+    """Every model variable gets the checkpoint's value; optimizer slots are skipped."""
+    prefix = str(tmp_path / "model.ckpt-28252")
+    config = modeling.BertConfig.from_dict(TINY)
+    saved = write_google_checkpoint(prefix, config)
+    with tf.Graph().as_default():
+        build_pretraining(config)
+        tvars = tf.compat.v1.trainable_variables()
+        assignment_map, initialized = modeling.get_assignment_map_from_checkpoint(tvars, prefix)
+        modeling.init_from_checkpoint(prefix)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            restored = {var.op.name: session.run(var) for var in tvars}
+    assert set(assignment_map) == set(saved) == set(restored)
+    assert len(initialized) == 2 * len(saved)
+    for name, value in saved.items():
+        np.testing.assert_array_equal(restored[name], value, err_msg=name)
+
+
+def test_init_from_checkpoint_lists_missing_and_mismatched_variables(tmp_path):
+    """A checkpoint without heads, with another vocab and fewer positions fails with one line
+    naming the missing variables and the config keys of the mismatched shapes."""
+    prefix = str(tmp_path / "model.ckpt")
+    with tf.Graph().as_default():
+        ids = tf.compat.v1.placeholder(tf.int32, [2, 8])
+        modeling.BertModel(modeling.BertConfig.from_dict(TINY), False, ids)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            tf.compat.v1.train.Saver().save(session, prefix)
+    config = modeling.BertConfig.from_dict(
+        dict(TINY, vocab_size=104, max_position_embeddings=128))
+    with tf.Graph().as_default():
+        build_pretraining(config)
+        with pytest.raises(ValueError) as error:
+            modeling.init_from_checkpoint(prefix)
+    message = str(error.value)
+    assert "\n" not in message
+    assert "7 model variables missing (cls/predictions/transform/dense/kernel" in message
+    assert ("bert/embeddings/word_embeddings [99, 32] in checkpoint vs [104, 32] in model "
+            "(vocab_size)") in message
+    assert "[64, 32] in checkpoint vs [128, 32] in model (max_position_embeddings)" in message
+
+
+def test_init_from_missing_checkpoint_fails_clearly(tmp_path):
+    """A prefix with no checkpoint behind it gives a one-line error naming the prefix."""
+    with tf.Graph().as_default():
+        build_pretraining(modeling.BertConfig.from_dict(TINY))
+        with pytest.raises(ValueError, match="no TF1 checkpoint there"):
+            modeling.init_from_checkpoint(str(tmp_path / "model.ckpt-1"))
+
+
+def test_sequence_longer_than_position_table_fails_clearly():
+    """max_seq_length above max_position_embeddings is refused when the graph is built."""
+    with tf.Graph().as_default():
+        ids = tf.compat.v1.placeholder(tf.int32, [2, 65])
+        with pytest.raises(ValueError, match="sequence length 65 exceeds max_position_emb"):
+            modeling.BertModel(modeling.BertConfig.from_dict(TINY), True, ids)
+
+
+def test_one_hot_embedding_lookup_equals_gather():
+    """use_one_hot_embeddings=True (TPU style) computes the same outputs as the gather."""
+    config = modeling.BertConfig.from_dict(TINY)
+    ids = np.random.default_rng(4).integers(0, 99, [2, 6])
+    with tf.Graph().as_default():
+        gathered = modeling.BertModel(config, False, tf.constant(ids), scope="bert")
+        with tf.compat.v1.variable_scope("", reuse=True):
+            one_hot = modeling.BertModel(config, False, tf.constant(ids),
+                                         use_one_hot_embeddings=True, scope="bert")
+        assert len(tf.compat.v1.global_variables()) == 5 + 2 * 16 + 2
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            randomize(session)
+            first, second = session.run([gathered.get_sequence_output(),
+                                         one_hot.get_sequence_output()])
+    np.testing.assert_allclose(second, first, atol=1e-5)
