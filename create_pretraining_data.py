@@ -13,6 +13,7 @@ dropped, as the reference's `convert_to_unicode` does.
 """
 
 import collections
+import concurrent.futures
 import glob
 import multiprocessing
 import os
@@ -133,17 +134,18 @@ def _tokenize_lines(lines, tokenizer=None):
     return np.asarray(ids, dtype=np.int32), lengths
 
 
-def _bounded_ordered_map(pool, function, items, max_in_flight):
-    """Like pool.imap, but never reads more than `max_in_flight` items ahead of the consumer."""
+def _bounded_ordered_map(executor, function, items, max_in_flight):
+    """Like executor.map over (lines, size) chunks, yielding (chunk, result) in order, but never
+    reading more than `max_in_flight` chunks ahead of the consumer."""
     pending = collections.deque()
     for item in items:
-        pending.append((item, pool.apply_async(function, (item[0],))))
+        pending.append((item, executor.submit(function, item[0])))
         if len(pending) >= max_in_flight:
-            done_item, result = pending.popleft()
-            yield done_item, result.get()
+            done_item, future = pending.popleft()
+            yield done_item, future.result()
     while pending:
-        done_item, result = pending.popleft()
-        yield done_item, result.get()
+        done_item, future = pending.popleft()
+        yield done_item, future.result()
 
 
 def read_corpus(input_files, vocab_file, do_lower_case, num_workers=1, log=sys.stderr):
@@ -175,10 +177,13 @@ def read_corpus(input_files, vocab_file, do_lower_case, num_workers=1, log=sys.s
         _consume_results(results, token_parts, consume, progress)
     else:
         # spawn: the parent may hold TensorFlow's threads, which fork would copy half-made.
-        context = multiprocessing.get_context("spawn")
-        with context.Pool(num_workers, _init_worker, (vocab_file, do_lower_case)) as pool:
+        # A worker that dies raises BrokenProcessPool here instead of hanging the run.
+        with concurrent.futures.ProcessPoolExecutor(
+            num_workers, multiprocessing.get_context("spawn"), _init_worker,
+            (vocab_file, do_lower_case),
+        ) as executor:
             results = _bounded_ordered_map(
-                pool, _tokenize_lines, chunks, num_workers * _CHUNKS_IN_FLIGHT_PER_WORKER
+                executor, _tokenize_lines, chunks, num_workers * _CHUNKS_IN_FLIGHT_PER_WORKER
             )
             _consume_results(results, token_parts, consume, progress)
     if len(sentence_lengths) > document_start:
@@ -364,33 +369,35 @@ class InstanceMaker:
         return positions, [labels[position] for position in positions]
 
 
-def instance_to_features(instance, max_seq_length, max_predictions_per_seq):
-    """The TFRecord features of one instance, padded (DESIGN.md "TFRecord features")."""
+_FLOAT_ONE = b"\x00\x00\x80\x3f"  # 1.0 as little-endian float32
+_FLOAT_ZERO = bytes(4)
+
+
+def encode_instance(instance, max_seq_length, max_predictions_per_seq):
+    """The serialized `tf.train.Example` of one instance: DESIGN.md's features, zero-padded.
+
+    Padding zeros and the 0/1 mask and segment values are single-byte varints, so they are
+    written as byte runs.
+    """
     num_ids = instance.input_ids.size
     if num_ids > max_seq_length:
         raise AssertionError(f"instance of {num_ids} ids exceeds max_seq_length {max_seq_length}")
-    input_ids = np.zeros(max_seq_length, np.int64)
-    input_ids[:num_ids] = instance.input_ids
-    input_mask = np.zeros(max_seq_length, np.int64)
-    input_mask[:num_ids] = 1
-    segment_ids = np.zeros(max_seq_length, np.int64)
-    segment_ids[instance.num_segment_a_ids:num_ids] = 1
+    num_a = instance.num_segment_a_ids
+    id_padding = bytes(max_seq_length - num_ids)
     num_masked = instance.masked_lm_positions.size
-    positions = np.zeros(max_predictions_per_seq, np.int64)
-    positions[:num_masked] = instance.masked_lm_positions
-    masked_ids = np.zeros(max_predictions_per_seq, np.int64)
-    masked_ids[:num_masked] = instance.masked_lm_ids
-    weights = np.zeros(max_predictions_per_seq, np.float32)
-    weights[:num_masked] = 1.0
-    return {
-        "input_ids": input_ids,
-        "input_mask": input_mask,
-        "segment_ids": segment_ids,
-        "masked_lm_positions": positions,
-        "masked_lm_ids": masked_ids,
-        "masked_lm_weights": weights,
-        "next_sentence_labels": np.array([1 if instance.is_random_next else 0], np.int64),
-    }
+    prediction_padding = bytes(max_predictions_per_seq - num_masked)
+    packed = tfrecord.packed_varints
+    return tfrecord.encode_packed_example({
+        "input_ids": ("int64", packed(instance.input_ids.tolist()) + id_padding),
+        "input_mask": ("int64", b"\x01" * num_ids + id_padding),
+        "segment_ids": ("int64", bytes(num_a) + b"\x01" * (num_ids - num_a) + id_padding),
+        "masked_lm_positions": ("int64", packed(instance.masked_lm_positions.tolist())
+                                + prediction_padding),
+        "masked_lm_ids": ("int64", packed(instance.masked_lm_ids.tolist()) + prediction_padding),
+        "masked_lm_weights": ("float", _FLOAT_ONE * num_masked
+                              + _FLOAT_ZERO * (max_predictions_per_seq - num_masked)),
+        "next_sentence_labels": ("int64", b"\x01" if instance.is_random_next else b"\x00"),
+    })
 
 
 def check_outputs_writable(output_files):
@@ -417,8 +424,8 @@ def write_instances(instances, output_files, max_seq_length, max_predictions_per
     try:
         writers = [tfrecord.TFRecordWriter(path) for path in temporary]
         for index, instance in enumerate(instances):
-            features = instance_to_features(instance, max_seq_length, max_predictions_per_seq)
-            writers[index % len(writers)].write(tfrecord.encode_example(features))
+            record = encode_instance(instance, max_seq_length, max_predictions_per_seq)
+            writers[index % len(writers)].write(record)
             progress.update()
         for writer in writers:
             writer.close()

@@ -12,6 +12,8 @@ import random
 import numpy as np
 
 _WORDS_PER_REFILL = 1 << 16
+# 32 - bound.bit_length(): the shift that keeps bit_length(bound) bits of a word.
+_SHIFTS = [32 - bound.bit_length() for bound in range(1 << 12)]
 _RES53_SCALE = 1.0 / 9007199254740992.0  # 2**-53
 
 
@@ -71,9 +73,10 @@ class FastRandom:
             self._refill(4 * size + 64)
         words = self._words
         n = self._next
+        shifts = _SHIFTS if size < len(_SHIFTS) else None
         for i in range(size - 1, 0, -1):
             bound = i + 1
-            shift = 32 - bound.bit_length()
+            shift = shifts[bound] if shifts else 32 - bound.bit_length()
             j = words[n] >> shift
             n += 1
             while j >= bound:

@@ -29,8 +29,8 @@ def _varint(value):
 _VARINT_TABLE = [_varint(value) for value in range(_SMALL_VARINTS)]
 
 
-def _packed_varints(values):
-    values = values.tolist()
+def packed_varints(values):
+    """The packed encoding of a list of int64 values (a repeated int64 field's payload)."""
     try:
         return b"".join(map(_VARINT_TABLE.__getitem__, values))
     except IndexError:  # a value outside [0, 65536): the general path
@@ -38,29 +38,35 @@ def _packed_varints(values):
 
 
 def _length_delimited(field_tag, payload):
-    return field_tag + _varint(len(payload)) + payload
+    size = len(payload)
+    return field_tag + (_VARINT_TABLE[size] if size < _SMALL_VARINTS else _varint(size)) + payload
 
 
-def _feature(values):
-    """A serialized `tf.train.Feature` holding a float32 or integer numpy array."""
-    if values.dtype == np.float32:
-        inner = _length_delimited(b"\x0a", values.astype("<f4").tobytes()) if values.size else b""
-        return _length_delimited(b"\x12", inner)  # Feature.float_list = 2
-    inner = _length_delimited(b"\x0a", _packed_varints(values)) if values.size else b""
-    return _length_delimited(b"\x1a", inner)  # Feature.int64_list = 3
+def encode_packed_example(features):
+    """Serializes a `tf.train.Example` from already packed values.
+
+    `features` maps each name to (kind, payload): kind "int64" with `packed_varints(values)`, or
+    "float" with the values as little-endian float32 bytes.
+    """
+    entries = []
+    for name in sorted(features):
+        kind, payload = features[name]
+        values = _length_delimited(b"\x0a", payload) if payload else b""
+        # Feature.float_list = 2, Feature.int64_list = 3.
+        feature = _length_delimited(b"\x12" if kind == "float" else b"\x1a", values)
+        entry = (_length_delimited(b"\x0a", name.encode("utf-8"))  # map key = 1
+                 + _length_delimited(b"\x12", feature))  # map value = 2
+        entries.append(_length_delimited(b"\x0a", entry))  # Features.feature = 1
+    return _length_delimited(b"\x0a", b"".join(entries))  # Example.features = 1
 
 
 def encode_example(features):
     """Serializes {name: 1-D numpy array (float32 or integer)} as a `tf.train.Example`."""
-    entries = b"".join(
-        _length_delimited(
-            b"\x0a",  # Features.feature map entry = 1
-            _length_delimited(b"\x0a", name.encode("utf-8"))  # key = 1
-            + _length_delimited(b"\x12", _feature(features[name])),  # value = 2
-        )
-        for name in sorted(features)
-    )
-    return _length_delimited(b"\x0a", entries)  # Example.features = 1
+    return encode_packed_example({
+        name: ("float", values.astype("<f4").tobytes()) if values.dtype == np.float32
+        else ("int64", packed_varints(values.tolist()))
+        for name, values in features.items()
+    })
 
 
 def _masked_crc(data):
