@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+import corpus_tokenizer
 import tfrecord
 import tokenization
 from fast_random import FastRandom
@@ -30,8 +31,6 @@ from progress import Progress
 # Lines handed to a tokenizer worker at a time, and chunks in flight per worker.
 _LINES_PER_CHUNK = 2000
 _CHUNKS_IN_FLIGHT_PER_WORKER = 4
-# A line's entry in the per-line lengths: a blank line ends the current document.
-_DOCUMENT_BREAK = -1
 
 
 class DataError(Exception):
@@ -110,30 +109,6 @@ def _iter_line_chunks(input_files):
                 yield lines, size
 
 
-_worker_tokenizer = None
-
-
-def _init_worker(vocab_file, do_lower_case):
-    global _worker_tokenizer
-    _worker_tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
-
-
-def _tokenize_lines(lines, tokenizer=None):
-    """Tokenizes raw lines -> (ids int32, per-line length or _DOCUMENT_BREAK for blank lines)."""
-    tokenizer = tokenizer or _worker_tokenizer
-    ids = []
-    lengths = np.empty(len(lines), dtype=np.int64)
-    for index, raw in enumerate(lines):
-        line = tokenization.convert_to_unicode(raw).strip()
-        if not line:
-            lengths[index] = _DOCUMENT_BREAK
-            continue
-        line_ids = tokenizer.tokenize_to_ids(line)
-        lengths[index] = len(line_ids)
-        ids.extend(line_ids)
-    return np.asarray(ids, dtype=np.int32), lengths
-
-
 def _bounded_ordered_map(executor, function, items, max_in_flight):
     """Like executor.map over (lines, size) chunks, yielding (chunk, result) in order, but never
     reading more than `max_in_flight` chunks ahead of the consumer."""
@@ -163,7 +138,7 @@ def read_corpus(input_files, vocab_file, do_lower_case, num_workers=1, log=sys.s
     def consume(lengths):
         nonlocal document_start
         for length in lengths:
-            if length == _DOCUMENT_BREAK:
+            if length == corpus_tokenizer.DOCUMENT_BREAK:
                 if len(sentence_lengths) > document_start:
                     documents.append((document_start, len(sentence_lengths)))
                 document_start = len(sentence_lengths)
@@ -173,18 +148,20 @@ def read_corpus(input_files, vocab_file, do_lower_case, num_workers=1, log=sys.s
     chunks = _iter_line_chunks(input_files)
     if num_workers <= 1:
         tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
-        results = ((chunk, _tokenize_lines(chunk[0], tokenizer)) for chunk in chunks)
+        results = ((chunk, corpus_tokenizer.tokenize_lines(chunk[0], tokenizer))
+                   for chunk in chunks)
         _consume_results(results, token_parts, consume, progress)
     else:
-        # spawn: the parent may hold TensorFlow's threads, which fork would copy half-made.
+        # fork starts workers at once; but a parent that has loaded TensorFlow (a library
+        # caller) holds threads that fork would copy half-made, so it spawns them instead.
         # A worker that dies raises BrokenProcessPool here instead of hanging the run.
+        start_method = "spawn" if "tensorflow" in sys.modules else "fork"
         with concurrent.futures.ProcessPoolExecutor(
-            num_workers, multiprocessing.get_context("spawn"), _init_worker,
+            num_workers, multiprocessing.get_context(start_method), corpus_tokenizer.init_worker,
             (vocab_file, do_lower_case),
         ) as executor:
-            results = _bounded_ordered_map(
-                executor, _tokenize_lines, chunks, num_workers * _CHUNKS_IN_FLIGHT_PER_WORKER
-            )
+            results = _bounded_ordered_map(executor, corpus_tokenizer.tokenize_lines, chunks,
+                                           num_workers * _CHUNKS_IN_FLIGHT_PER_WORKER)
             _consume_results(results, token_parts, consume, progress)
     if len(sentence_lengths) > document_start:
         documents.append((document_start, len(sentence_lengths)))
@@ -198,8 +175,8 @@ def read_corpus(input_files, vocab_file, do_lower_case, num_workers=1, log=sys.s
 
 def _consume_results(results, token_parts, consume, progress):
     for (_, chunk_bytes), (ids, lengths) in results:
-        token_parts.append(ids)
-        consume(lengths.tolist())
+        token_parts.append(np.frombuffer(ids, dtype=np.int32))
+        consume(lengths)
         progress.update(chunk_bytes)
 
 
