@@ -12,6 +12,7 @@ Input format: one sentence per line, a blank line between documents. Invalid UTF
 dropped, as the reference's `convert_to_unicode` does.
 """
 
+import array
 import collections
 import concurrent.futures
 import glob
@@ -41,8 +42,8 @@ class Corpus:
     """Tokenized documents held as compact integer arrays.
 
     `tokens` (int32) holds every sentence's WordPiece ids back to back; sentence `s` is
-    `tokens[sentence_starts[s]:sentence_starts[s + 1]]`; `documents` lists (first sentence,
-    end sentence) per non-empty document, in input order.
+    `tokens[sentence_starts[s]:sentence_starts[s + 1]]`; `documents` ([N, 2] int64) holds the
+    first and end sentence of each non-empty document, in input order.
     """
 
     def __init__(self, tokens, sentence_starts, documents):
@@ -131,8 +132,8 @@ def read_corpus(input_files, vocab_file, do_lower_case, num_workers=1, log=sys.s
     total_bytes = sum(os.path.getsize(path) for path in input_files)
     progress = Progress("tokenizing", total_bytes, unit="bytes", stream=log)
     token_parts = []
-    sentence_lengths = []
-    documents = []
+    sentence_lengths = array.array("i")
+    document_bounds = array.array("q")  # (first sentence, end sentence) pairs
     document_start = 0  # first sentence of the current document
 
     def consume(lengths):
@@ -140,7 +141,7 @@ def read_corpus(input_files, vocab_file, do_lower_case, num_workers=1, log=sys.s
         for length in lengths:
             if length == corpus_tokenizer.DOCUMENT_BREAK:
                 if len(sentence_lengths) > document_start:
-                    documents.append((document_start, len(sentence_lengths)))
+                    document_bounds.extend((document_start, len(sentence_lengths)))
                 document_start = len(sentence_lengths)
             elif length > 0:
                 sentence_lengths.append(length)
@@ -164,12 +165,13 @@ def read_corpus(input_files, vocab_file, do_lower_case, num_workers=1, log=sys.s
                                            num_workers * _CHUNKS_IN_FLIGHT_PER_WORKER)
             _consume_results(results, token_parts, consume, progress)
     if len(sentence_lengths) > document_start:
-        documents.append((document_start, len(sentence_lengths)))
+        document_bounds.extend((document_start, len(sentence_lengths)))
     progress.close()
 
     tokens = np.concatenate(token_parts) if token_parts else np.zeros(0, np.int32)
     sentence_starts = np.zeros(len(sentence_lengths) + 1, dtype=np.int64)
-    np.cumsum(sentence_lengths, out=sentence_starts[1:])
+    np.cumsum(np.frombuffer(sentence_lengths, np.int32), out=sentence_starts[1:])
+    documents = np.frombuffer(document_bounds, np.int64).reshape(-1, 2)
     return Corpus(tokens, sentence_starts, documents)
 
 
@@ -178,6 +180,21 @@ def _consume_results(results, token_parts, consume, progress):
         token_parts.append(np.frombuffer(ids, dtype=np.int32))
         consume(lengths)
         progress.update(chunk_bytes)
+
+
+class _DocumentList:
+    """(first sentence, end sentence) of each document as Python ints, from an [N, 2] array,
+    stored as two compact int64 arrays."""
+
+    def __init__(self, bounds):
+        self._first = array.array("q", bounds[:, 0].tobytes())
+        self._end = array.array("q", bounds[:, 1].tobytes())
+
+    def __len__(self):
+        return len(self._first)
+
+    def __getitem__(self, index):
+        return self._first[index], self._end[index]
 
 
 class InstanceMaker:
@@ -209,8 +226,9 @@ class InstanceMaker:
 
     def create_instances(self, dupe_factor):
         """All instances: documents shuffled once, `dupe_factor` passes, instances shuffled."""
-        documents = list(self.corpus.documents)
-        self.rng.shuffle(documents)
+        order = array.array("q", range(len(self.corpus.documents)))
+        self.rng.shuffle(order)
+        documents = _DocumentList(self.corpus.documents[np.frombuffer(order, np.int64)])
         instances = []
         for _ in range(dupe_factor):
             for document_index in range(len(documents)):
@@ -465,7 +483,7 @@ def run(input_file, output_file, vocab_file, do_lower_case=True, do_whole_word_m
     check_outputs_writable(output_files)
 
     corpus = read_corpus(input_files, vocab_file, do_lower_case, num_workers, log)
-    if not corpus.documents:
+    if not len(corpus.documents):
         raise DataError(f"no text in {', '.join(input_files)}: the input needs one sentence per "
                         "line and a blank line between documents")
     maker = InstanceMaker(corpus, vocab, max_seq_length, short_seq_prob, masked_lm_prob,
