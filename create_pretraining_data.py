@@ -566,6 +566,10 @@ def main(argv):
     except DataError as error:
         print(f"create_pretraining_data: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except concurrent.futures.process.BrokenProcessPool:
+        print("create_pretraining_data: error: a tokenizer worker died (killed, or out of "
+              "memory): rerun, with a smaller --num_workers if memory is short", file=sys.stderr)
+        raise SystemExit(2) from None
     print(format_summary(summary))
 
 

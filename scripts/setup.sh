@@ -71,8 +71,8 @@ if ! compgen -G "$wheel_dir/horovod-*.whl" >/dev/null; then
   rm -rf "$wheel_dir" && mv "$wheel_dir.partial" "$wheel_dir"
 fi
 "${PIP[@]}" install --no-deps --force-reinstall "$wheel_dir"/horovod-*.whl
-# Horovod's own runtime dependencies (cloudpickle, psutil, pyyaml, packaging).
-"${PIP[@]}" install cloudpickle psutil pyyaml packaging
+# Horovod's runtime dependencies, pinned in pyproject.toml's "distributed" extra.
+"${PIP[@]}" install -e "$ROOT[distributed]"
 
 # 4. Check the build has what we need.
 check=$("$VENV/bin/horovodrun" --check-build)

@@ -279,3 +279,28 @@ def test_bad_input_gives_one_line_error(case, message, tmp_path, vocab_file, sam
     error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(error_lines) == 1 and message in error_lines[0], result.stderr
     assert not output.exists()
+
+
+def test_dead_tokenizer_worker_fails_the_run(tmp_path, vocab_file, sample_corpus):
+    """A tokenizer worker killed mid-run ends the run with a one-line error and exit code 2,
+    not a hang, and no output file."""
+    import psutil
+
+    with open(sample_corpus, "rb") as corpus:
+        text = corpus.read()
+    big = tmp_path / "big.txt"
+    big.write_bytes(text * 6)
+    output = tmp_path / "out.tfrecord"
+    process = subprocess.Popen(
+        [sys.executable, "create_pretraining_data.py", "--num_workers=2",
+         *generator_args(big, output, vocab_file, dupe_factor=1)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    parent = psutil.Process(process.pid)
+    deadline = time.monotonic() + 120
+    while len(parent.children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    parent.children()[0].kill()
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert "error: a tokenizer worker died" in stderr
+    assert not output.exists()
