@@ -1,0 +1,339 @@
+"""BERT pre-training (masked LM + next sentence prediction): train and/or evaluate.
+
+Takes NVIDIA's TF BERT `run_pretraining.py` flags (and Google's `--input_file`), on TensorFlow 2.21
+`tf.compat.v1` graph mode with the Estimator-style runner of estimator.py.
+
+  python run_pretraining.py --bert_config_file=data/bert_config_mini.json \\
+    --input_files_dir=data/tfrecords/train --eval_files_dir=data/tfrecords/eval \\
+    --output_dir=output/mini --do_train --do_eval --train_batch_size=32 \\
+    --max_seq_length=128 --max_predictions_per_seq=20 --num_train_steps=1000 \\
+    --num_warmup_steps=100 --learning_rate=1e-3 --optimizer_type=adam
+
+`--train_batch_size` is per rank and micro-batch; `--learning_rate` is per rank (multiplied by the
+number of Horovod ranks, as NVIDIA does). Re-running with the same `--output_dir` resumes from its
+latest checkpoint; `--init_checkpoint` is loaded only when `--output_dir` has none.
+"""
+
+import json
+import os
+import sys
+
+import tensorflow as tf
+from absl import app, flags, logging
+
+import estimator
+import input_pipeline
+import modeling
+import optimization
+import train_logging
+from distributed import SingleProcess
+
+tf1 = tf.compat.v1
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("bert_config_file", None, "bert_config.json of the model architecture.")
+flags.DEFINE_string("input_files_dir", None,
+                    "Directory (or comma-separated directories) of training TFRecord files.")
+flags.DEFINE_string("input_file", None, "Training TFRecord files: comma-separated globs (Google's "
+                    "flag; an alternative to --input_files_dir).")
+flags.DEFINE_string("eval_files_dir", None, "Directory (or comma-separated directories) of eval "
+                    "TFRecord files; default: the training files, as Google's script does.")
+flags.DEFINE_string("output_dir", None, "Checkpoints, logs, TensorBoard and eval_results.txt.")
+flags.DEFINE_string("init_checkpoint", None, "Checkpoint prefix with Google's variable names to "
+                    "start from, used only when --output_dir has no checkpoint.")
+flags.DEFINE_string("dllog_path", None, "JSON-lines log file; default OUTPUT_DIR/train_log.jsonl.")
+flags.DEFINE_bool("do_train", False, "Train.")
+flags.DEFINE_bool("do_eval", False, "Evaluate the final (or latest) checkpoint.")
+flags.DEFINE_integer("train_batch_size", 32, "Sequences per micro-batch on each rank.")
+flags.DEFINE_integer("eval_batch_size", 8, "Sequences per eval batch.")
+flags.DEFINE_integer("max_seq_length", 512, "Sequence length; must match the records.")
+flags.DEFINE_integer("max_predictions_per_seq", 80, "Masked positions per sequence; must match "
+                     "the records.")
+flags.DEFINE_integer("num_train_steps", 100000, "Updates to train to (global step).")
+flags.DEFINE_integer("num_warmup_steps", 10000, "Updates of linear learning-rate warm-up.")
+flags.DEFINE_integer("num_accumulation_steps", 1, "Micro-batches per update.")
+flags.DEFINE_bool("allreduce_post_accumulation", False,
+                  "Allreduce once per update instead of once per micro-batch.")
+flags.DEFINE_float("learning_rate", 5e-5, "Peak learning rate per rank.")
+flags.DEFINE_enum("optimizer_type", "lamb", optimization.OPTIMIZER_TYPES, "Optimizer.")
+flags.DEFINE_integer("save_checkpoints_steps", 1000, "Save a checkpoint every this many updates.")
+flags.DEFINE_integer("keep_checkpoint_max", 5, "Newest checkpoints to keep.")
+flags.DEFINE_integer("display_loss_steps", 10, "Log losses and throughput every this many updates.")
+flags.DEFINE_integer("max_eval_steps", 100, "At most this many eval batches.")
+flags.DEFINE_bool("horovod", False, "Multi-process training with Horovod (launch with mpirun).")
+flags.DEFINE_bool("amp", False, "Automatic mixed precision (grappler rewrite) with dynamic loss "
+                  "scaling.")
+flags.DEFINE_alias("use_fp16", "amp")
+flags.DEFINE_bool("manual_fp16", False, "NVIDIA's manual fp16 casts; here it runs --amp.")
+flags.DEFINE_enum("amp_dtype", "float16", ["float16", "bfloat16"],
+                  "Mixed-precision type: float16 (loss-scaled) or bfloat16 (oneDNN rewrite).")
+flags.DEFINE_integer("init_loss_scale", 2**32, "Initial dynamic loss scale (float16 AMP).")
+flags.DEFINE_bool("use_xla", False, "XLA auto-clustering (jit) of the training step.")
+flags.DEFINE_integer("intra_op_threads", 0, "Threads inside one op (0: TensorFlow's choice).")
+flags.DEFINE_integer("inter_op_threads", 0, "Ops run in parallel (0: TensorFlow's choice).")
+flags.DEFINE_integer("seed", 12345, "Seeds initialisation, dropout and the order of the data.")
+
+# Launchers that set one of these to more than 1 started several processes.
+_WORLD_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "HOROVOD_SIZE")
+
+
+class FlagError(ValueError):
+    """Flags that contradict each other, the data or the files; the message names the fix."""
+
+
+def _check_positive():
+    for name, minimum in (("train_batch_size", 1), ("eval_batch_size", 1), ("num_train_steps", 1),
+                          ("num_warmup_steps", 0), ("num_accumulation_steps", 1),
+                          ("save_checkpoints_steps", 1), ("keep_checkpoint_max", 1),
+                          ("display_loss_steps", 1), ("max_eval_steps", 1),
+                          ("max_seq_length", 1), ("max_predictions_per_seq", 1),
+                          ("intra_op_threads", 0), ("inter_op_threads", 0)):
+        if FLAGS[name].value < minimum:
+            raise FlagError(f"--{name}={FLAGS[name].value} must be >= {minimum}")
+    if FLAGS.learning_rate <= 0:
+        raise FlagError(f"--learning_rate={FLAGS.learning_rate} must be > 0")
+
+
+def _bert_config():
+    if not FLAGS.bert_config_file:
+        raise FlagError("--bert_config_file is required: pass e.g. data/bert_config_mini.json")
+    if not os.path.isfile(FLAGS.bert_config_file):
+        raise FlagError(f"--bert_config_file={FLAGS.bert_config_file}: no such file")
+    try:
+        config = modeling.BertConfig.from_json_file(FLAGS.bert_config_file)
+    except json.JSONDecodeError as error:
+        raise FlagError(f"--bert_config_file={FLAGS.bert_config_file}: not JSON ({error})") from None
+    if FLAGS.max_seq_length > config.max_position_embeddings:
+        raise FlagError(f"--max_seq_length={FLAGS.max_seq_length} exceeds max_position_embeddings "
+                        f"{config.max_position_embeddings} of {FLAGS.bert_config_file}; use a "
+                        "shorter sequence length")
+    return config
+
+
+def _data_files(num_ranks):
+    """(train files, eval files), checked against the flags; [] for a phase not run."""
+    if FLAGS.input_files_dir and FLAGS.input_file:
+        raise FlagError("pass either --input_files_dir or --input_file, not both")
+    needs_input = FLAGS.do_train or (FLAGS.do_eval and not FLAGS.eval_files_dir)
+    if needs_input and not (FLAGS.input_files_dir or FLAGS.input_file):
+        raise FlagError("--input_files_dir (or --input_file) is required: the TFRecord files "
+                        "written by create_pretraining_data.py")
+    train_files = eval_files = []
+    if needs_input:
+        train_files = input_pipeline.list_input_files(FLAGS.input_files_dir, FLAGS.input_file)
+    if FLAGS.do_train and len(train_files) < num_ranks:
+        raise FlagError(f"{len(train_files)} training files for {num_ranks} ranks: write at "
+                        "least one file per rank")
+    if FLAGS.do_eval:
+        if FLAGS.eval_files_dir:
+            eval_files = input_pipeline.list_input_files(FLAGS.eval_files_dir,
+                                                         flag="--eval_files_dir")
+        else:
+            logging.warning("no --eval_files_dir: evaluating on the training files")
+            eval_files = train_files
+    for files in (train_files if FLAGS.do_train else [], eval_files):
+        input_pipeline.check_files(files, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
+    return (train_files if FLAGS.do_train else []), eval_files
+
+
+def _check_checkpoints():
+    if FLAGS.init_checkpoint and not tf.io.gfile.exists(FLAGS.init_checkpoint + ".index"):
+        raise FlagError(f"--init_checkpoint={FLAGS.init_checkpoint}: no checkpoint there (no "
+                        ".index file); pass a checkpoint prefix such as .../model.ckpt-28252")
+    if (FLAGS.do_eval and not FLAGS.do_train and not FLAGS.init_checkpoint
+            and not tf1.train.latest_checkpoint(FLAGS.output_dir)):
+        raise FlagError(f"--do_eval without --do_train: no checkpoint in {FLAGS.output_dir}; "
+                        "train first or pass --init_checkpoint")
+
+
+def check_flags(num_ranks):
+    """All checks that need no graph; returns (bert_config, train_files, eval_files)."""
+    if not (FLAGS.do_train or FLAGS.do_eval):
+        raise FlagError("nothing to do: pass --do_train and/or --do_eval")
+    if not FLAGS.output_dir:
+        raise FlagError("--output_dir is required: where checkpoints and logs go")
+    _check_positive()
+    if FLAGS.max_predictions_per_seq > FLAGS.max_seq_length:
+        raise FlagError(f"--max_predictions_per_seq={FLAGS.max_predictions_per_seq} exceeds "
+                        f"--max_seq_length={FLAGS.max_seq_length}")
+    if FLAGS.amp_dtype == "bfloat16" and not _amp():
+        raise FlagError("--amp_dtype=bfloat16 needs --amp (or --use_fp16)")
+    if FLAGS.num_warmup_steps > FLAGS.num_train_steps:
+        logging.warning("--num_warmup_steps=%d > --num_train_steps=%d: the run only warms up",
+                        FLAGS.num_warmup_steps, FLAGS.num_train_steps)
+    bert_config = _bert_config()
+    train_files, eval_files = _data_files(num_ranks)
+    _check_checkpoints()
+    return bert_config, train_files, eval_files
+
+
+def _amp():
+    return FLAGS.amp or FLAGS.manual_fp16
+
+
+def distributed_handle():
+    """The distributed handle of this process (see distributed.py)."""
+    launched = max(int(os.environ.get(name, "1")) for name in _WORLD_SIZE_VARIABLES)
+    if launched > 1:
+        raise FlagError(f"started as {launched} processes, but this build trains in one process "
+                        "only (the Horovod handle is not available): launch a single process")
+    if FLAGS.horovod:
+        logging.info("--horovod with one process: training single-process")
+    return SingleProcess()
+
+
+def session_config(distributed):
+    """ConfigProto with the thread counts, XLA and mixed-precision rewrites of the flags."""
+    config = tf1.ConfigProto(intra_op_parallelism_threads=FLAGS.intra_op_threads,
+                             inter_op_parallelism_threads=FLAGS.inter_op_threads,
+                             allow_soft_placement=True)
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    if has_gpu:
+        config.gpu_options.visible_device_list = str(distributed.local_rank)
+        config.gpu_options.allow_growth = True
+    if FLAGS.use_xla:
+        config.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
+    if _amp():
+        rewrites = config.graph_options.rewrite_options
+        on = rewrites.ON
+        if FLAGS.amp_dtype == "bfloat16":
+            rewrites.auto_mixed_precision_onednn_bfloat16 = on
+        elif has_gpu:
+            rewrites.auto_mixed_precision = on
+        else:
+            rewrites.auto_mixed_precision_cpu = on
+    return config
+
+
+def model_fn_builder(bert_config, distributed):
+    """The model_fn: BertModel + masked-LM and next-sentence heads; Adam/LAMB in TRAIN mode."""
+
+    def model_fn(features, labels, mode, params):
+        del labels, params  # labels are features here; settings come from the closure
+        if FLAGS.use_xla and mode == estimator.ModeKeys.TRAIN:
+            # Marks the step's ops (and their gradients) for XLA on any device; auto-clustering
+            # alone (global_jit_level) leaves CPU ops out.
+            with tf.xla.experimental.jit_scope():
+                return build(features, mode)
+        return build(features, mode)
+
+    def build(features, mode):
+        model = modeling.BertModel(
+            bert_config, mode == estimator.ModeKeys.TRAIN, features["input_ids"],
+            features["input_mask"], features["segment_ids"])
+        mlm_loss, mlm_example_loss, mlm_log_probs = modeling.get_masked_lm_output(
+            bert_config, model.get_sequence_output(), model.get_embedding_table(),
+            features["masked_lm_positions"], features["masked_lm_ids"],
+            features["masked_lm_weights"])
+        nsp_loss, nsp_example_loss, nsp_log_probs = modeling.get_next_sentence_output(
+            bert_config, model.get_pooled_output(), features["next_sentence_labels"])
+        mlm_loss = tf.identity(mlm_loss, name="mlm_loss")
+        nsp_loss = tf.identity(nsp_loss, name="nsp_loss")
+        total_loss = tf.identity(mlm_loss + nsp_loss, name="total_loss")
+
+        if mode == estimator.ModeKeys.TRAIN:
+            loss_scaling = _amp() and FLAGS.amp_dtype == "float16"
+            ops = optimization.create_optimizer(
+                total_loss, FLAGS.learning_rate * distributed.size, FLAGS.num_train_steps,
+                FLAGS.num_warmup_steps, optimizer_type=FLAGS.optimizer_type,
+                num_accumulation_steps=FLAGS.num_accumulation_steps,
+                allreduce_post_accumulation=FLAGS.allreduce_post_accumulation,
+                amp=loss_scaling, init_loss_scale=float(FLAGS.init_loss_scale),
+                distributed=distributed)
+            logged = {"mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
+                      "learning_rate": ops.learning_rate}
+            if ops.loss_scale is not None:
+                logged["loss_scaler"] = ops.loss_scale
+            return estimator.Spec(loss=total_loss, train_op=ops.train_op, logged_tensors=logged)
+
+        weights = tf.reshape(features["masked_lm_weights"], [-1])
+        mlm_predictions = tf.argmax(mlm_log_probs, axis=-1, output_type=tf.int32)
+        nsp_predictions = tf.argmax(nsp_log_probs, axis=-1, output_type=tf.int32)
+        metrics = {
+            "masked_lm_accuracy": tf1.metrics.accuracy(
+                tf.reshape(features["masked_lm_ids"], [-1]), mlm_predictions, weights=weights),
+            "masked_lm_loss": tf1.metrics.mean(mlm_example_loss, weights=weights),
+            "next_sentence_accuracy": tf1.metrics.accuracy(
+                tf.reshape(features["next_sentence_labels"], [-1]), nsp_predictions),
+            "next_sentence_loss": tf1.metrics.mean(nsp_example_loss),
+        }
+        return estimator.Spec(loss=total_loss, eval_metric_ops=metrics,
+                              predictions={"masked_lm_predictions": mlm_predictions,
+                                           "next_sentence_predictions": nsp_predictions})
+
+    return model_fn
+
+
+def write_eval_results(output_dir, results):
+    """eval_results.txt (`key = value` lines, sorted), replaced atomically."""
+    path = os.path.join(output_dir, "eval_results.txt")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(f"{key} = {results[key]}\n" for key in sorted(results))
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def run(bert_config, train_files, eval_files, distributed):
+    """Train and/or evaluate as the flags say; returns the eval results or None."""
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    json_log = FLAGS.dllog_path or os.path.join(FLAGS.output_dir, "train_log.jsonl")
+    logger = train_logging.run_logger(FLAGS.output_dir, json_log, distributed.is_chief)
+    config = estimator.RunConfig(
+        model_dir=FLAGS.output_dir, save_checkpoints_steps=FLAGS.save_checkpoints_steps,
+        keep_checkpoint_max=FLAGS.keep_checkpoint_max, log_every_steps=FLAGS.display_loss_steps,
+        sequences_per_run=FLAGS.train_batch_size * distributed.size,
+        session_config=session_config(distributed), seed=FLAGS.seed, distributed=distributed)
+
+    def warm_start():
+        try:
+            modeling.init_from_checkpoint(FLAGS.init_checkpoint)
+        except ValueError as error:  # the checkpoint does not fit the model
+            raise FlagError(str(error)) from None
+        logging.info("initialised from %s", FLAGS.init_checkpoint)
+
+    runner = estimator.Estimator(model_fn_builder(bert_config, distributed), config,
+                                 warm_start=warm_start if FLAGS.init_checkpoint else None,
+                                 logger=logger)
+
+    def train_input_fn(params):
+        return input_pipeline.train_dataset(
+            train_files, FLAGS.train_batch_size, FLAGS.max_seq_length,
+            FLAGS.max_predictions_per_seq, FLAGS.seed, distributed.rank, distributed.size,
+            skip_batches=params["global_step"] * FLAGS.num_accumulation_steps)
+
+    def eval_input_fn(params):
+        del params
+        return input_pipeline.eval_dataset(eval_files, FLAGS.eval_batch_size,
+                                           FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
+
+    results = None
+    try:
+        if FLAGS.do_train:
+            runner.train(train_input_fn, FLAGS.num_train_steps)
+        if FLAGS.do_eval and distributed.is_chief:
+            results = runner.evaluate(eval_input_fn, steps=FLAGS.max_eval_steps)
+            path = write_eval_results(FLAGS.output_dir, results)
+            logger.summary("outputs", {"eval_results": path})
+        if distributed.is_chief:
+            logger.summary("outputs", {"checkpoints": FLAGS.output_dir,
+                                       "json_log": json_log,
+                                       "tensorboard": FLAGS.output_dir})
+    finally:
+        logger.close()
+    return results
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+    tf1.disable_eager_execution()
+    try:
+        distributed = distributed_handle()
+        bert_config, train_files, eval_files = check_flags(distributed.size)
+        run(bert_config, train_files, eval_files, distributed)
+    except (FlagError, input_pipeline.InputError) as error:
+        sys.exit(f"run_pretraining.py: error: {error}")
+
+
+if __name__ == "__main__":
+    app.run(main)
