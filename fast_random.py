@@ -12,8 +12,8 @@ import random
 import numpy as np
 
 _WORDS_PER_REFILL = 1 << 16
-# 32 - bound.bit_length(): the shift that keeps bit_length(bound) bits of a word.
-_SHIFTS = [32 - bound.bit_length() for bound in range(1 << 12)]
+# For a shuffle's draw at index i (bound i + 1): the shift that keeps bit_length(i + 1) bits.
+_SHIFTS_BY_INDEX = [32 - (i + 1).bit_length() for i in range(1 << 12)]
 _RES53_SCALE = 1.0 / 9007199254740992.0  # 2**-53
 
 
@@ -63,6 +63,11 @@ class FastRandom:
             if value < bound:
                 return low + value
 
+    @staticmethod
+    def _extend_shift_table(size):
+        _SHIFTS_BY_INDEX.extend(32 - (i + 1).bit_length()
+                                for i in range(len(_SHIFTS_BY_INDEX), size))
+
     def shuffle(self, items):
         """Shuffles `items` in place exactly as random.Random.shuffle (Fisher-Yates, backwards)."""
         size = len(items)
@@ -73,18 +78,18 @@ class FastRandom:
             self._refill(4 * size + 64)
         words = self._words
         n = self._next
-        shifts = _SHIFTS if size < len(_SHIFTS) else None
+        if size > len(_SHIFTS_BY_INDEX):
+            self._extend_shift_table(size)
+        shifts = _SHIFTS_BY_INDEX
         for i in range(size - 1, 0, -1):
-            bound = i + 1
-            shift = shifts[bound] if shifts else 32 - bound.bit_length()
-            j = words[n] >> shift
+            j = words[n] >> shifts[i]
             n += 1
-            while j >= bound:
+            while j > i:  # rejected: j must be below the bound i + 1
                 if n >= len(words):
                     self._next = n
                     self._refill(4 * i + 64)
                     words, n = self._words, self._next
-                j = words[n] >> shift
+                j = words[n] >> shifts[i]
                 n += 1
             items[i], items[j] = items[j], items[i]
         self._next = n
