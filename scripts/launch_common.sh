@@ -1,0 +1,58 @@
+# Sourced by the seed-run scripts (run_pretraining_*.sh, run_*_FPS.sh, run_mlperf.sh):
+#   ROOT, PYTHON      the clone and its .venv python (python3 without a .venv)
+#   launcher N        LAUNCH=(mpiexec ... -np N) and HOROVOD=(--horovod) when N > 1, else empty
+#   require PATH...   one-line error and exit 1 for the first missing file or directory
+#   run LOG CMD...    DRY_RUN=1: print CMD (shell-quoted) and exit 0; else run it, output to LOG too
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYTHON=python3
+[[ -x $ROOT/.venv/bin/python ]] && PYTHON=$ROOT/.venv/bin/python
+SCRIPT=$(basename "$0")
+
+launcher() {
+  LAUNCH=() HOROVOD=()
+  if (($1 > 1)); then
+    LAUNCH=(mpiexec)
+    [[ $(id -u) -eq 0 ]] && LAUNCH+=(--allow-run-as-root)
+    LAUNCH+=(-np "$1" --bind-to socket)
+    HOROVOD=(--horovod)
+  fi
+}
+
+require() {
+  local path
+  for path in "$@"; do
+    if [[ ! -e $path ]]; then
+      echo "$SCRIPT: error: $path is missing; create or mount it (or set the variable naming it)" >&2
+      exit 1
+    fi
+  done
+}
+
+run() {
+  local log=$1
+  shift
+  if [[ ${DRY_RUN:-0} == 1 ]]; then
+    printf '%q ' "$@" | sed 's/ $//'
+    printf '\n'
+    return 0
+  fi
+  mkdir -p "$(dirname "$log")"
+  echo "[$SCRIPT] log: $log"
+  "$@" 2>&1 | tee -a "$log"
+}
+
+# report OUTPUT_DIR: the last training throughput and the eval accuracy of a finished run.
+report() {
+  [[ ${DRY_RUN:-0} == 1 ]] && return 0
+  "$PYTHON" - "$1" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+fps = [r["data"]["throughput_train"] for r in map(json.loads, open(os.path.join(out, "train_log.jsonl")))
+       if "throughput_train" in r.get("data", {})]
+print(f"FPS: {fps[-1]:.2f} sequences/s" if fps else "FPS: not logged (no training steps ran)")
+path = os.path.join(out, "eval_results.txt")
+if os.path.exists(path):
+    results = dict(line.strip().split(" = ") for line in open(path) if " = " in line)
+    print(f"eval masked_lm_accuracy: {float(results['masked_lm_accuracy']):.6f}")
+PY
+}

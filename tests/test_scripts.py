@@ -1,0 +1,199 @@
+"""The seed-run scripts: each dry run prints its published set-up's flags, each runs a few real
+steps on data made from the sample corpus, and prepare_data.sh is resumable and checks md5s."""
+
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import REPO, run_cli
+
+TINY_CONFIG = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
+               "hidden_dropout_prob": 0.1, "hidden_size": 32, "initializer_range": 0.02,
+               "intermediate_size": 64, "max_position_embeddings": 512, "num_attention_heads": 2,
+               "num_hidden_layers": 1, "type_vocab_size": 2, "vocab_size": 30522}
+
+
+def script(name, *args, env=None, check=True):
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    result = subprocess.run(["bash", os.path.join(REPO, "scripts", name), *map(str, args)],
+                            cwd=REPO, env=environment, capture_output=True, text=True,
+                            check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} failed ({result.returncode}):\n{result.stdout[-2000:]}\n"
+                             f"{result.stderr[-3000:]}")
+    return result
+
+
+def dry(name, *args, env=None):
+    return script(name, *args, env={"DRY_RUN": "1", **(env or {})}).stdout
+
+
+@pytest.mark.parametrize(("name", "args", "env", "expected"), [
+    ("run_pretraining_adam.sh", [], {},
+     ["run_pretraining.py", "--max_seq_length=128", "--max_predictions_per_seq=20",
+      "--train_batch_size=32", "--num_train_steps=1000000", "--num_warmup_steps=10000",
+      "--learning_rate=1.25e-5", "--optimizer_type=adam", "--display_loss_steps=100",
+      "--save_checkpoints_steps=10000"]),
+    ("run_pretraining_adam.sh", ["/d", 4, 32, 1000000, "fp16", "true", 2], {},
+     ["mpiexec", "-np 4", "--horovod", "--use_fp16", "--use_xla", "--input_files_dir=/d/tfrecord"]),
+    ("run_pretraining_lamb.sh", [], {},
+     ["-np 8", "--max_seq_length=128", "--max_predictions_per_seq=20", "--num_train_steps=7038",
+      "--num_accumulation_steps=128", "--learning_rate=7.5e-4", "--max_seq_length=512",
+      "--max_predictions_per_seq=80", "--num_train_steps=1564", "--num_accumulation_steps=512",
+      "--learning_rate=5e-4", "--optimizer_type=lamb", "phase_1/model.ckpt-7038"]),
+    ("run_1card_FPS.sh", ["--train_batch_size=6", "--init_checkpoint=ck/model.ckpt-28252"],
+     {"CUDA_VISIBLE_DEVICES": ""},
+     ["--max_seq_length=512", "--max_predictions_per_seq=76", "--train_batch_size=6",
+      "--init_checkpoint=ck/model.ckpt-28252", "--optimizer_type=lamb", "--amp"]),
+    ("run_multi_card_FPS.sh", ["--train_batch_size=6"], {"CUDA_VISIBLE_DEVICES": "0,1,2,3"},
+     ["mpiexec", "-np 4", "--horovod", "--num_accumulation_steps=4", "--train_batch_size=6"]),
+    ("run_mlperf.sh", ["config_A100x1x1"], {},
+     ["--max_seq_length=512", "--max_predictions_per_seq=76", "--num_train_steps=25000",
+      "--optimizer_type=lamb", "model.ckpt-28252", "eval_10k", "--max_eval_steps=625"]),
+    ("run_mlperf.sh", ["config_A100x1x2"], {}, ["mpiexec", "-np 2", "--horovod"]),
+])
+def test_dry_run_prints_the_published_setup(name, args, env, expected):
+    """DRY_RUN=1 prints the exact command with the flags of the published set-up, exit 0."""
+    output = dry(name, *args, env=env)
+    for flag in expected:
+        assert flag in output, f"{flag} missing from:\n{output}"
+    assert ("mpiexec" in output) == ("-np" in " ".join(expected))
+
+
+def test_single_gpu_runs_have_no_mpiexec():
+    assert "mpiexec" not in dry("run_pretraining_adam.sh", "data", 1)
+    assert "--horovod" not in dry("run_multi_card_FPS.sh", env={"CUDA_VISIBLE_DEVICES": "0"})
+
+
+def test_missing_data_is_one_line_error(tmp_path):
+    result = script("run_pretraining_adam.sh", tmp_path / "nope", env={
+        "RESULTS_DIR": str(tmp_path / "r"), "LOG_DIR": str(tmp_path)}, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"run_pretraining_adam.sh: error: {tmp_path / 'nope'} is "
+                                     "missing; create or mount it (or set the variable naming it)")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, vocab_file, sample_corpus):
+    """Text files from the sample corpus and TFRecords of seq 128/20, 512/80 and 512/76."""
+    root = tmp_path_factory.mktemp("scripts")
+    with open(sample_corpus, encoding="utf-8") as f:
+        documents = f.read().split("\n\n")
+    text = root / "text"
+    text.mkdir()
+    for i in range(3):
+        (text / f"part-{i}").write_text("\n\n".join(documents[10 * i:10 * i + 10]), "utf-8")
+    (text / "eval.txt").write_text("\n\n".join(documents[30:36]), "utf-8")
+    for seq, pred in ((128, 20), (512, 80), (512, 76)):
+        for split in ("train", "eval"):
+            out = root / f"{seq}_{pred}" / split
+            out.mkdir(parents=True)
+            source = text / ("eval.txt" if split == "eval" else "part-0")
+            run_cli(["create_pretraining_data.py", f"--input_file={source}",
+                     f"--output_file={out / 'part-0.tfrecord'}", f"--vocab_file={vocab_file}",
+                     f"--max_seq_length={seq}", f"--max_predictions_per_seq={pred}",
+                     "--dupe_factor=1"])
+    (root / "bert_config.json").write_text(json.dumps(TINY_CONFIG), "utf-8")
+    return root
+
+
+def last_throughput(output_dir):
+    with open(os.path.join(output_dir, "train_log.jsonl"), encoding="utf-8") as f:
+        lines = [json.loads(line) for line in f]
+    return [r["data"]["throughput_train"] for r in lines if "throughput_train" in r["data"]][-1]
+
+
+def test_adam_script_trains_and_logs(tmp_path, data):
+    """run_pretraining_adam.sh runs 3 real steps (batch 4) and writes the DLPerf-named log."""
+    (tmp_path / "d").mkdir()
+    os.symlink(data / "128_20" / "train", tmp_path / "d" / "tfrecord")
+    script("run_pretraining_adam.sh", tmp_path / "d", 1, 4, 3, "fp32", "false", 7, env={
+        "BERT_CONFIG": str(data / "bert_config.json"), "RESULTS_DIR": str(tmp_path / "out"),
+        "LOG_DIR": str(tmp_path / "logs")})
+    assert os.path.exists(tmp_path / "out" / "model.ckpt-3.index")
+    assert "step 3:" in (tmp_path / "logs" / "bert_b4_fp32_7.log").read_text()
+
+
+def test_lamb_script_runs_both_phases(tmp_path, data):
+    """Phase 1 (seq 128) then phase 2 (seq 512) from phase 1's last checkpoint, few real steps."""
+    phases = tmp_path / "data"
+    for n, source in ((1, "128_20"), (2, "512_80")):
+        (phases / f"phase{n}").mkdir(parents=True)
+        os.symlink(data / source / "train", phases / f"phase{n}" / "training")
+        os.symlink(data / source / "eval", phases / f"phase{n}" / "test")
+    # batch 4/2, eval 4, fp32, no XLA, 1 GPU, warm-up 1/1, 10 steps (9 + 10/10*4/2 = 2), accum 1/1
+    script("run_pretraining_lamb.sh", 4, 2, 4, "1e-3", "1e-3", "fp32", "false", 1, 1, 1, 10, 100,
+           1, 1, "base", env={"DATA_DIR": str(phases), "RESULTS_DIR": str(tmp_path / "out"),
+                              "BERT_CONFIG": str(data / "bert_config.json")})
+    assert os.path.exists(tmp_path / "out" / "phase_1" / "model.ckpt-9.index")
+    assert os.path.exists(tmp_path / "out" / "phase_2" / "model.ckpt-2.index")
+    assert "masked_lm_accuracy" in (tmp_path / "out" / "phase_2" / "eval_results.txt").read_text()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, data):
+    """A tiny-model checkpoint standing in for MLPerf's model.ckpt-28252."""
+    out = tmp_path_factory.mktemp("ckpt")
+    run_cli(["run_pretraining.py", f"--bert_config_file={data / 'bert_config.json'}",
+             f"--input_files_dir={data / '512_76' / 'train'}", f"--output_dir={out}",
+             "--do_train", "--train_batch_size=2", "--max_seq_length=512",
+             "--max_predictions_per_seq=76", "--num_train_steps=1", "--num_warmup_steps=0"])
+    return out / "model.ckpt-1"
+
+
+@pytest.mark.parametrize("name", ["run_1card_FPS.sh", "run_multi_card_FPS.sh"])
+def test_fps_scripts_print_fps_and_accuracy(tmp_path, data, checkpoint, name):
+    """The BI-V100 scripts train from a checkpoint with the published flags (steps overridden)
+    and end with the FPS and eval accuracy lines."""
+    result = script(name, f"--input_files_dir={data / '512_76' / 'train'}",
+                    f"--eval_files_dir={data / '512_76' / 'eval'}",
+                    f"--init_checkpoint={checkpoint}", "--train_batch_size=2",
+                    f"--bert_config_file={data / 'bert_config.json'}", "--num_train_steps=3",
+                    "--num_accumulation_steps=1", "--max_eval_steps=2", "--eval_batch_size=4",
+                    "--display_loss_steps=1",
+                    env={"CUDA_VISIBLE_DEVICES": "0", "OUTPUT_DIR": str(tmp_path / "out")})
+    fps_line, accuracy_line = result.stdout.strip().splitlines()[-2:]
+    assert fps_line == f"FPS: {last_throughput(tmp_path / 'out'):.2f} sequences/s"
+    assert accuracy_line.startswith("eval masked_lm_accuracy: ")
+
+
+def test_mlperf_runner_trains_from_config(tmp_path, data, checkpoint):
+    """run_mlperf.sh config_A100x1x1 with MAX_STEPS/BATCHSIZE overrides trains and evaluates."""
+    mlperf = tmp_path / "mlperf"
+    mlperf.mkdir()
+    os.symlink(data / "512_76" / "train", mlperf / "training")
+    os.symlink(data / "512_76" / "eval", mlperf / "eval_10k")
+    result = script("run_mlperf.sh", "config_A100x1x1", "--max_eval_steps=2", env={
+        "DATA_DIR": str(mlperf), "INIT_CHECKPOINT": str(checkpoint), "MAX_STEPS": "2",
+        "BATCHSIZE": "2", "EVAL_BATCHSIZE": "4", "BERT_CONFIG": str(data / "bert_config.json"),
+        "OUTPUT_DIR": str(tmp_path / "out")})
+    assert os.path.exists(tmp_path / "out" / "model.ckpt-2.index")
+    assert "eval masked_lm_accuracy: " in result.stdout
+
+
+def test_prepare_data_is_resumable_and_checks_md5(tmp_path, data):
+    """A bad md5 stops before any work, naming the file; a run writes one shard per text file
+    and the eval set; a re-run after deleting one shard rewrites only that shard."""
+    text, out = data / "text", tmp_path / "prepared"
+    md5_file = tmp_path / "md5.txt"
+    md5_file.write_text("0" * 32 + "  part-1\n")
+    env = {"SEQ": "128", "PREDICTIONS": "20", "DUPE": "1", "EVAL_DUPE": "2",
+           "EVAL_EXAMPLES": "20", "JOBS": "2"}
+    bad = script("prepare_data.sh", text, out, env={**env, "MD5_FILE": str(md5_file)},
+                 check=False)
+    assert bad.returncode == 1 and f"check_md5: {text / 'part-1'}: FAILED" in bad.stderr
+    assert not out.exists()
+
+    first = script("prepare_data.sh", text, out, env=env)
+    shards = sorted(os.listdir(out / "training"))
+    assert shards == ["part-0.tfrecord", "part-1.tfrecord", "part-2.tfrecord"]
+    assert "[prepare] training 3/3" in first.stdout
+    assert "picked 20 of" in first.stdout
+    kept = (out / "training" / "part-0.tfrecord").stat().st_mtime_ns
+    (out / "training" / "part-2.tfrecord").unlink()
+    second = script("prepare_data.sh", text, out, env=env)
+    assert "2 already done, 1 to write" in second.stdout
+    assert "eval set already done" in second.stdout
+    assert (out / "training" / "part-0.tfrecord").stat().st_mtime_ns == kept
+    assert os.path.exists(out / "training" / "part-2.tfrecord")
