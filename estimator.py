@@ -135,7 +135,7 @@ class Estimator:
             logging_hook = StepLoggingHook(
                 step_after, dict(spec.logged_tensors or {}, total_loss=spec.loss), max_steps,
                 self.config, self.logger)
-            all_hooks = [logging_hook, *hooks]
+            all_hooks = [*hooks, logging_hook]  # extra hooks (a broadcast) see the session first
             if self.is_chief:
                 all_hooks.append(CheckpointHook(saver, self.config.model_dir, step_after,
                                                 self.config.save_checkpoints_steps))

@@ -10,7 +10,12 @@ Takes NVIDIA's TF BERT `run_pretraining.py` flags (and Google's `--input_file`),
     --num_warmup_steps=100 --learning_rate=1e-3 --optimizer_type=adam
 
 `--train_batch_size` is per rank and micro-batch; `--learning_rate` is per rank (multiplied by the
-number of Horovod ranks, as NVIDIA does). Re-running with the same `--output_dir` resumes from its
+number of Horovod ranks, as NVIDIA does). Data-parallel training on N processes:
+
+  mpiexec --allow-run-as-root -np N python run_pretraining.py --horovod ...
+  horovodrun -np N [--gloo] python run_pretraining.py --horovod ...
+
+Re-running with the same `--output_dir` resumes from its
 latest checkpoint; `--init_checkpoint` is loaded only when `--output_dir` has none.
 """
 
@@ -21,12 +26,12 @@ import sys
 import tensorflow as tf
 from absl import app, flags, logging
 
+import distributed as distributed_lib
 import estimator
 import input_pipeline
 import modeling
 import optimization
 import train_logging
-from distributed import SingleProcess
 
 tf1 = tf.compat.v1
 FLAGS = flags.FLAGS
@@ -60,7 +65,10 @@ flags.DEFINE_integer("save_checkpoints_steps", 1000, "Save a checkpoint every th
 flags.DEFINE_integer("keep_checkpoint_max", 5, "Newest checkpoints to keep.")
 flags.DEFINE_integer("display_loss_steps", 10, "Log losses and throughput every this many updates.")
 flags.DEFINE_integer("max_eval_steps", 100, "At most this many eval batches.")
-flags.DEFINE_bool("horovod", False, "Multi-process training with Horovod (launch with mpirun).")
+flags.DEFINE_bool("horovod", False, "Data-parallel training with Horovod, one process per rank "
+                  "(launch with mpiexec or horovodrun).")
+flags.DEFINE_bool("fp16_allreduce", False, "Compress gradients to float16 for the Horovod "
+                  "allreduce; always on with float16 --amp, as NVIDIA does.")
 flags.DEFINE_bool("amp", False, "Automatic mixed precision (grappler rewrite) with dynamic loss "
                   "scaling.")
 flags.DEFINE_alias("use_fp16", "amp")
@@ -171,22 +179,32 @@ def _amp():
     return FLAGS.amp or FLAGS.manual_fp16
 
 
+def _loss_scaling():
+    return _amp() and FLAGS.amp_dtype == "float16"
+
+
 def distributed_handle():
     """The distributed handle of this process (see distributed.py)."""
     launched = max(int(os.environ.get(name, "1")) for name in _WORLD_SIZE_VARIABLES)
-    if launched > 1:
-        raise FlagError(f"started as {launched} processes, but this build trains in one process "
-                        "only (the Horovod handle is not available): launch a single process")
-    if FLAGS.horovod:
-        logging.info("--horovod with one process: training single-process")
-    return SingleProcess()
+    if launched > 1 and not FLAGS.horovod:
+        raise FlagError(f"started as {launched} processes without --horovod: pass --horovod "
+                        "(each process would otherwise train alone on the same output_dir)")
+    return distributed_lib.create(FLAGS.horovod, FLAGS.fp16_allreduce or _loss_scaling())
 
 
 def session_config(distributed):
-    """ConfigProto with the thread counts, XLA and mixed-precision rewrites of the flags."""
-    config = tf1.ConfigProto(intra_op_parallelism_threads=FLAGS.intra_op_threads,
-                             inter_op_parallelism_threads=FLAGS.inter_op_threads,
-                             allow_soft_placement=True)
+    """ConfigProto with the thread counts, XLA and mixed-precision rewrites of the flags.
+
+    Thread counts left at 0 are TensorFlow's choice (all cores) for a lone process; ranks that
+    share a machine split its cores evenly instead of oversubscribing them.
+    """
+    default_threads = 0
+    if distributed.local_size > 1:
+        default_threads = max(1, (os.cpu_count() or 1) // distributed.local_size)
+    config = tf1.ConfigProto(
+        intra_op_parallelism_threads=FLAGS.intra_op_threads or default_threads,
+        inter_op_parallelism_threads=FLAGS.inter_op_threads or default_threads,
+        allow_soft_placement=True)
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
     if has_gpu:
         config.gpu_options.visible_device_list = str(distributed.local_rank)
@@ -232,13 +250,12 @@ def model_fn_builder(bert_config, distributed):
         total_loss = tf.identity(mlm_loss + nsp_loss, name="total_loss")
 
         if mode == estimator.ModeKeys.TRAIN:
-            loss_scaling = _amp() and FLAGS.amp_dtype == "float16"
             ops = optimization.create_optimizer(
                 total_loss, FLAGS.learning_rate * distributed.size, FLAGS.num_train_steps,
                 FLAGS.num_warmup_steps, optimizer_type=FLAGS.optimizer_type,
                 num_accumulation_steps=FLAGS.num_accumulation_steps,
                 allreduce_post_accumulation=FLAGS.allreduce_post_accumulation,
-                amp=loss_scaling, init_loss_scale=float(FLAGS.init_loss_scale),
+                amp=_loss_scaling(), init_loss_scale=float(FLAGS.init_loss_scale),
                 distributed=distributed)
             logged = {"mlm_loss": mlm_loss, "nsp_loss": nsp_loss,
                       "learning_rate": ops.learning_rate}
@@ -275,7 +292,8 @@ def write_eval_results(output_dir, results):
 
 def run(bert_config, train_files, eval_files, distributed):
     """Train and/or evaluate as the flags say; returns the eval results or None."""
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    if distributed.is_chief:
+        os.makedirs(FLAGS.output_dir, exist_ok=True)
     json_log = FLAGS.dllog_path or os.path.join(FLAGS.output_dir, "train_log.jsonl")
     logger = train_logging.run_logger(FLAGS.output_dir, json_log, distributed.is_chief)
     config = estimator.RunConfig(
@@ -309,7 +327,8 @@ def run(bert_config, train_files, eval_files, distributed):
     results = None
     try:
         if FLAGS.do_train:
-            runner.train(train_input_fn, FLAGS.num_train_steps)
+            runner.train(train_input_fn, FLAGS.num_train_steps,
+                         hooks=distributed.training_hooks())
         if FLAGS.do_eval and distributed.is_chief:
             results = runner.evaluate(eval_input_fn, steps=FLAGS.max_eval_steps)
             path = write_eval_results(FLAGS.output_dir, results)
