@@ -36,10 +36,6 @@ class Progress:
         """Reports the final count and elapsed time."""
         self._report(time.monotonic(), final=True)
 
-    @property
-    def elapsed(self):
-        return time.monotonic() - self.start
-
     def _report(self, now, final):
         elapsed = max(now - self.start, 1e-9)
         rate = self.done / elapsed
