@@ -1,4 +1,4 @@
-"""Tokenization of raw corpus lines, the unit of work of create_pretraining_data's workers.
+"""Tokenization of raw corpus lines, the reading side of create_pretraining_data's workers.
 
 Kept apart from create_pretraining_data.py so that a worker process imports only this module and
 tokenization.py (no NumPy, no TensorFlow) and starts in a few tens of milliseconds.
@@ -20,14 +20,14 @@ def init_worker(vocab_file, do_lower_case):
     _worker_tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
 
 
-def tokenize_lines(lines, tokenizer=None):
+def tokenize_lines(lines):
     """Raw byte lines -> (WordPiece ids, per-line id count or DOCUMENT_BREAK) as int arrays.
 
     Lines are decoded as UTF-8 with invalid bytes dropped and stripped, as google-research/bert
-    reads its input; a line that is empty after that is a document break. `tokenizer` defaults to
-    the worker's (see `init_worker`).
+    reads its input; a line that is empty after that is a document break. Uses the tokenizer
+    `init_worker` loaded.
     """
-    tokenizer = tokenizer or _worker_tokenizer
+    tokenizer = _worker_tokenizer
     ids = array.array("i")
     lengths = array.array("q")
     for raw in lines:

@@ -6,6 +6,8 @@ in the same order with the same arguments. What differs is how the work is held 
 - tokenized text is kept as one int32 array with sentence offsets (not lists of strings), and the
   A/B segments of an instance are spans of it, so memory stays small at Wikipedia scale;
 - tokenization runs in `--num_workers` processes and memoises each distinct word;
+- the instance maker only makes the random decisions (spans, masked positions, replacements);
+  worker processes apply them and serialize the records meanwhile (`instance_encoding`);
 - records are serialized deterministically and written under a temporary name, renamed when done.
 
 Input format: one sentence per line, a blank line between documents. Invalid UTF-8 bytes are
@@ -15,6 +17,8 @@ dropped, as the reference's `convert_to_unicode` does.
 import array
 import collections
 import concurrent.futures
+import contextlib
+import functools
 import glob
 import multiprocessing
 import os
@@ -24,14 +28,16 @@ import time
 import numpy as np
 
 import corpus_tokenizer
-import tfrecord
+import instance_encoding
 import tokenization
 from fast_random import FastRandom
 from progress import Progress
 
-# Lines handed to a tokenizer worker at a time, and chunks in flight per worker.
-_LINES_PER_CHUNK = 2000
-_CHUNKS_IN_FLIGHT_PER_WORKER = 4
+# Lines handed to a tokenizer worker at a time, instances to an encoding worker at a time, and
+# items in flight per worker.
+_LINES_PER_CHUNK = 500
+_INSTANCES_PER_BATCH = 1000
+_ITEMS_IN_FLIGHT_PER_WORKER = 4
 
 
 class DataError(Exception):
@@ -41,9 +47,10 @@ class DataError(Exception):
 class Corpus:
     """Tokenized documents held as compact integer arrays.
 
-    `tokens` (int32) holds every sentence's WordPiece ids back to back; sentence `s` is
-    `tokens[sentence_starts[s]:sentence_starts[s + 1]]`; `documents` ([N, 2] int64) holds the
-    first and end sentence of each non-empty document, in input order.
+    `tokens` (array of int32) holds every sentence's WordPiece ids back to back; sentence `s` is
+    `tokens[sentence_starts[s]:sentence_starts[s + 1]]` (`sentence_starts`: array of int64);
+    `documents` (NumPy [N, 2] int64) holds the first and end sentence of each non-empty
+    document, in input order.
     """
 
     def __init__(self, tokens, sentence_starts, documents):
@@ -53,18 +60,7 @@ class Corpus:
 
     @property
     def num_tokens(self):
-        return int(self.tokens.size)
-
-
-TrainingInstance = collections.namedtuple(
-    "TrainingInstance",
-    ["input_ids", "num_segment_a_ids", "masked_lm_positions", "masked_lm_ids", "is_random_next"],
-)
-TrainingInstance.__doc__ = """One pre-training example.
-
-input_ids: [CLS] A [SEP] B [SEP] after masking (np.int32); num_segment_a_ids: length of
-"[CLS] A [SEP]" (segment 0); masked_lm_positions / masked_lm_ids: sorted positions and their
-original ids; is_random_next: B comes from another document (label 1, Google's convention)."""
+        return len(self.tokens)
 
 
 def expand_input_patterns(input_patterns):
@@ -95,49 +91,78 @@ def expand_input_patterns(input_patterns):
 
 
 def _iter_line_chunks(input_files):
-    """Yields (lines, bytes) chunks of raw input lines, files in order."""
+    """Yields lists of raw input lines, files in order."""
     for path in input_files:
         with open(path, "rb") as reader:
             lines = []
-            size = 0
             for line in reader:
                 lines.append(line)
-                size += len(line)
                 if len(lines) == _LINES_PER_CHUNK:
-                    yield lines, size
-                    lines, size = [], 0
+                    yield lines
+                    lines = []
             if lines:
-                yield lines, size
+                yield lines
 
 
-def _bounded_ordered_map(executor, function, items, max_in_flight):
-    """Like executor.map over (lines, size) chunks, yielding (chunk, result) in order, but never
-    reading more than `max_in_flight` chunks ahead of the consumer."""
-    pending = collections.deque()
-    for item in items:
-        pending.append((item, executor.submit(function, item[0])))
-        if len(pending) >= max_in_flight:
+class WorkerPool:
+    """Maps functions over items in worker processes (see `worker_pool`), in order."""
+
+    def __init__(self, executor, num_workers):
+        self.executor = executor
+        self.num_workers = num_workers
+
+    def ordered_map(self, function, items):
+        """Yields (item, function(item)) in order, computed in the workers (in this process if
+        there is no executor), never more than a few items per worker ahead of the consumer."""
+        if self.executor is None:
+            for item in items:
+                yield item, function(item)
+            return
+        pending = collections.deque()
+        for item in items:
+            pending.append((item, self.executor.submit(function, item)))
+            if len(pending) >= self.num_workers * _ITEMS_IN_FLIGHT_PER_WORKER:
+                done_item, future = pending.popleft()
+                yield done_item, future.result()
+        while pending:
             done_item, future = pending.popleft()
             yield done_item, future.result()
-    while pending:
-        done_item, future = pending.popleft()
-        yield done_item, future.result()
 
 
-def read_corpus(input_files, vocab_file, do_lower_case, num_workers=1, log=sys.stderr):
-    """Reads and tokenizes the input files into a `Corpus`, in `num_workers` processes.
+@contextlib.contextmanager
+def worker_pool(num_workers, vocab_file, do_lower_case):
+    """A `WorkerPool` of `num_workers` processes ready to tokenize (`corpus_tokenizer`) and
+    encode (`instance_encoding`); with one worker, this process does the work itself.
 
-    The result does not depend on `num_workers`.
+    Workers fork (they start at once); but a parent that has loaded TensorFlow (a library caller)
+    holds threads that fork would copy half-made, so it spawns them instead. A worker that dies
+    raises BrokenProcessPool in the parent instead of hanging the run.
     """
+    if num_workers <= 1:
+        corpus_tokenizer.init_worker(vocab_file, do_lower_case)
+        yield WorkerPool(None, 1)
+        return
+    start_method = "spawn" if "tensorflow" in sys.modules else "fork"
+    with concurrent.futures.ProcessPoolExecutor(
+        num_workers, multiprocessing.get_context(start_method), corpus_tokenizer.init_worker,
+        (vocab_file, do_lower_case),
+    ) as executor:
+        yield WorkerPool(executor, num_workers)
+
+
+def read_corpus(input_files, workers, log=sys.stderr):
+    """Reads and tokenizes the input files into a `Corpus` with a `worker_pool`'s `workers`.
+    The result does not depend on the number of workers."""
     total_bytes = sum(os.path.getsize(path) for path in input_files)
     progress = Progress("tokenizing", total_bytes, unit="bytes", stream=log)
-    token_parts = []
+    tokens = array.array("i")
     sentence_lengths = array.array("i")
     document_bounds = array.array("q")  # (first sentence, end sentence) pairs
     document_start = 0  # first sentence of the current document
 
-    def consume(lengths):
-        nonlocal document_start
+    for lines, (ids, lengths) in workers.ordered_map(corpus_tokenizer.tokenize_lines,
+                                                     _iter_line_chunks(input_files)):
+        tokens += ids
         for length in lengths:
             if length == corpus_tokenizer.DOCUMENT_BREAK:
                 if len(sentence_lengths) > document_start:
@@ -145,41 +170,15 @@ def read_corpus(input_files, vocab_file, do_lower_case, num_workers=1, log=sys.s
                 document_start = len(sentence_lengths)
             elif length > 0:
                 sentence_lengths.append(length)
-
-    chunks = _iter_line_chunks(input_files)
-    if num_workers <= 1:
-        tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
-        results = ((chunk, corpus_tokenizer.tokenize_lines(chunk[0], tokenizer))
-                   for chunk in chunks)
-        _consume_results(results, token_parts, consume, progress)
-    else:
-        # fork starts workers at once; but a parent that has loaded TensorFlow (a library
-        # caller) holds threads that fork would copy half-made, so it spawns them instead.
-        # A worker that dies raises BrokenProcessPool here instead of hanging the run.
-        start_method = "spawn" if "tensorflow" in sys.modules else "fork"
-        with concurrent.futures.ProcessPoolExecutor(
-            num_workers, multiprocessing.get_context(start_method), corpus_tokenizer.init_worker,
-            (vocab_file, do_lower_case),
-        ) as executor:
-            results = _bounded_ordered_map(executor, corpus_tokenizer.tokenize_lines, chunks,
-                                           num_workers * _CHUNKS_IN_FLIGHT_PER_WORKER)
-            _consume_results(results, token_parts, consume, progress)
+        progress.update(sum(map(len, lines)))
     if len(sentence_lengths) > document_start:
         document_bounds.extend((document_start, len(sentence_lengths)))
     progress.close()
 
-    tokens = np.concatenate(token_parts) if token_parts else np.zeros(0, np.int32)
     sentence_starts = np.zeros(len(sentence_lengths) + 1, dtype=np.int64)
     np.cumsum(np.frombuffer(sentence_lengths, np.int32), out=sentence_starts[1:])
     documents = np.frombuffer(document_bounds, np.int64).reshape(-1, 2)
-    return Corpus(tokens, sentence_starts, documents)
-
-
-def _consume_results(results, token_parts, consume, progress):
-    for (_, chunk_bytes), (ids, lengths) in results:
-        token_parts.append(np.frombuffer(ids, dtype=np.int32))
-        consume(lengths)
-        progress.update(chunk_bytes)
+    return Corpus(tokens, array.array("q", sentence_starts.tobytes()), documents)
 
 
 class _DocumentList:
@@ -200,7 +199,9 @@ class _DocumentList:
 class InstanceMaker:
     """Google's instance-creation algorithm over a `Corpus`, drawing from `rng` in the same order.
 
-    Segments are (start, end) spans of `corpus.tokens`; truncation moves span ends.
+    Segments are (start, end) spans of `corpus.tokens`; truncation moves span ends. Instances
+    come out as `instance_encoding.InstanceBatch`es: every random decision made, masks not yet
+    applied.
     """
 
     def __init__(self, corpus, vocab, max_seq_length, short_seq_prob, masked_lm_prob,
@@ -219,25 +220,35 @@ class InstanceMaker:
         self.mask_id = vocab["[MASK]"]
         # Google draws random replacements from list(vocab.keys()), i.e. distinct tokens.
         self.vocab_word_ids = list(vocab.values())
-        is_continuation = np.zeros(max(vocab.values()) + 1, dtype=bool)
+        is_continuation = bytearray(max(vocab.values()) + 1)
         for token, index in vocab.items():
             is_continuation[index] = token.startswith("##")
         self.is_continuation = is_continuation
+        self.num_masked_positions = 0
+        self._batch = instance_encoding.InstanceBatch()
 
-    def create_instances(self, dupe_factor):
-        """All instances: documents shuffled once, `dupe_factor` passes, instances shuffled."""
+    def instance_batches(self, dupe_factor, batch_size=_INSTANCES_PER_BATCH, progress=None):
+        """Yields every instance, in batches of about `batch_size`: documents shuffled once,
+        then `dupe_factor` passes over them. `progress` (optional) counts documents."""
         order = array.array("q", range(len(self.corpus.documents)))
         self.rng.shuffle(order)
         documents = _DocumentList(self.corpus.documents[np.frombuffer(order, np.int64)])
-        instances = []
         for _ in range(dupe_factor):
             for document_index in range(len(documents)):
-                instances.extend(self.instances_from_document(documents, document_index))
-        self.rng.shuffle(instances)
-        return instances
+                self.add_document_instances(documents, document_index)
+                if len(self._batch) >= batch_size:
+                    yield self._take_batch()
+                if progress is not None:
+                    progress.update()
+        if len(self._batch):
+            yield self._take_batch()
 
-    def instances_from_document(self, documents, document_index):
-        """The instances of one document; `documents` is the shuffled document list."""
+    def _take_batch(self):
+        batch, self._batch = self._batch, instance_encoding.InstanceBatch()
+        return batch
+
+    def add_document_instances(self, documents, document_index):
+        """Adds the instances of one document; `documents` is the shuffled document list."""
         rng = self.rng
         starts = self.corpus.sentence_starts
         first_sentence, end_sentence = documents[document_index]
@@ -247,7 +258,6 @@ class InstanceMaker:
         if rng.random() < self.short_seq_prob:
             target_seq_length = rng.randint(2, max_num_tokens)
 
-        instances = []
         chunk_first = 0  # first sentence of the current chunk, relative to the document
         chunk_size = 0
         current_length = 0
@@ -257,13 +267,13 @@ class InstanceMaker:
                 chunk_first = i
             chunk_size += 1
             sentence = first_sentence + i
-            current_length += int(starts[sentence + 1] - starts[sentence])
+            current_length += starts[sentence + 1] - starts[sentence]
             if i == num_sentences - 1 or current_length >= target_seq_length:
                 a_end = 1
                 if chunk_size >= 2:
                     a_end = rng.randint(1, chunk_size - 1)
                 chunk_start = first_sentence + chunk_first
-                a_span = [int(starts[chunk_start]), int(starts[chunk_start + a_end])]
+                a_span = [starts[chunk_start], starts[chunk_start + a_end]]
                 if chunk_size == 1 or rng.random() < 0.5:
                     is_random_next = True
                     target_b_length = target_seq_length - (a_span[1] - a_span[0])
@@ -275,9 +285,9 @@ class InstanceMaker:
                         is_random_next = False
                     random_first, random_end = documents[random_document_index]
                     random_start = rng.randint(0, random_end - random_first - 1)
-                    b_start = int(starts[random_first + random_start])
+                    b_start = starts[random_first + random_start]
                     for sentence in range(random_first + random_start, random_end):
-                        b_end = int(starts[sentence + 1])
+                        b_end = starts[sentence + 1]
                         if b_end - b_start >= target_b_length:
                             break
                     b_span = [b_start, b_end]
@@ -285,114 +295,118 @@ class InstanceMaker:
                     i -= chunk_size - a_end
                 else:
                     is_random_next = False
-                    b_span = [int(starts[chunk_start + a_end]),
-                              int(starts[chunk_start + chunk_size])]
+                    b_span = [starts[chunk_start + a_end], starts[chunk_start + chunk_size]]
                 self._truncate_pair(a_span, b_span, max_num_tokens)
-                instances.append(self._make_instance(a_span, b_span, is_random_next))
+                self._add_instance(a_span, b_span, is_random_next)
                 chunk_size = 0
                 current_length = 0
             i += 1
-        return instances
 
     def _truncate_pair(self, a_span, b_span, max_num_tokens):
         """Trims the longer span, from the front or back at random, until both fit."""
-        while True:
-            a_length = a_span[1] - a_span[0]
-            b_length = b_span[1] - b_span[0]
-            if a_length + b_length <= max_num_tokens:
-                return
-            span = a_span if a_length > b_length else b_span
-            if self.rng.random() < 0.5:
-                span[0] += 1
-            else:
-                span[1] -= 1
-
-    def _make_instance(self, a_span, b_span, is_random_next):
-        tokens = self.corpus.tokens
-        a_ids = tokens[a_span[0]:a_span[1]].tolist()
-        b_ids = tokens[b_span[0]:b_span[1]].tolist()
-        if not a_ids or not b_ids:
-            raise AssertionError("empty segment: the corpus violates the generator's invariants")
-        input_ids = [self.cls_id, *a_ids, self.sep_id, *b_ids, self.sep_id]
-        num_segment_a_ids = len(a_ids) + 2
-        positions, labels = self._mask(input_ids, num_segment_a_ids)
-        return TrainingInstance(np.asarray(input_ids, np.int32), num_segment_a_ids,
-                                np.asarray(positions, np.int32), np.asarray(labels, np.int32),
-                                is_random_next)
-
-    def _mask(self, input_ids, num_segment_a_ids):
-        """Masks `input_ids` in place (80% [MASK], 10% kept, 10% random); returns positions, ids.
-
-        Candidates are all positions but [CLS] and the two [SEP]s, in groups of one (or whole
-        words with `do_whole_word_mask`), shuffled; groups are taken while they fit in
-        min(max_predictions_per_seq, max(1, round(len * masked_lm_prob))).
-        """
-        rng = self.rng
-        length = len(input_ids)
-        word_positions = list(range(1, num_segment_a_ids - 1))
-        word_positions.extend(range(num_segment_a_ids, length - 1))
-        if self.do_whole_word_mask:
-            groups = []
-            for position in word_positions:
-                if groups and self.is_continuation[input_ids[position]]:
-                    groups[-1].append(position)
+        random = self.rng.random
+        a_length = a_span[1] - a_span[0]
+        b_length = b_span[1] - b_span[0]
+        while a_length + b_length > max_num_tokens:
+            if a_length > b_length:
+                if random() < 0.5:
+                    a_span[0] += 1
                 else:
-                    groups.append([position])
-        else:
-            groups = word_positions
-        rng.shuffle(groups)
+                    a_span[1] -= 1
+                a_length -= 1
+            else:
+                if random() < 0.5:
+                    b_span[0] += 1
+                else:
+                    b_span[1] -= 1
+                b_length -= 1
+
+    def _add_instance(self, a_span, b_span, is_random_next):
+        """Appends "[CLS] A [SEP] B [SEP]" and its masking decisions to the current batch."""
+        (a_start, a_end), (b_start, b_end) = a_span, b_span
+        if a_end <= a_start or b_end <= b_start:
+            raise AssertionError("empty segment: the corpus violates the generator's invariants")
+        batch = self._batch
+        tokens = self.corpus.tokens
+        input_ids = batch.input_ids
+        first_id = len(input_ids)
+        input_ids.append(self.cls_id)
+        input_ids += tokens[a_start:a_end]
+        input_ids.append(self.sep_id)
+        input_ids += tokens[b_start:b_end]
+        input_ids.append(self.sep_id)
+        num_segment_a_ids = a_end - a_start + 2
+        length = len(input_ids) - first_id
+        batch.lengths.append(length)
+        batch.num_segment_a_ids.append(num_segment_a_ids)
+        batch.is_random_next.append(is_random_next)
+
+        candidates = list(range(1, num_segment_a_ids - 1))
+        candidates += range(num_segment_a_ids, length - 1)
+        if self.do_whole_word_mask:
+            candidates = self._whole_word_groups(candidates, input_ids[first_id:])
+        self.rng.shuffle(candidates)
         num_to_predict = min(
             self.max_predictions_per_seq, max(1, round(length * self.masked_lm_prob))
         )
         if self.do_whole_word_mask:
             chosen = []
-            for group in groups:
+            for group in candidates:
                 if len(chosen) >= num_to_predict:
                     break
                 if len(chosen) + len(group) <= num_to_predict:
                     chosen.extend(group)
         else:
-            chosen = groups[:num_to_predict]
-        labels = {position: input_ids[position] for position in chosen}
-        words = self.vocab_word_ids
-        for position in chosen:
-            if rng.random() < 0.8:
-                input_ids[position] = self.mask_id
-            elif rng.random() >= 0.5:
-                input_ids[position] = words[rng.randint(0, len(words) - 1)]
-        positions = sorted(chosen)
-        return positions, [labels[position] for position in positions]
+            chosen = candidates[:num_to_predict]
+        self._add_replacements(chosen)
+
+    def _whole_word_groups(self, positions, input_ids):
+        """`positions` grouped into words: a "##" piece joins the group before it."""
+        is_continuation = self.is_continuation
+        groups = []
+        for position in positions:
+            if groups and is_continuation[input_ids[position]]:
+                groups[-1].append(position)
+            else:
+                groups.append([position])
+        return groups
+
+    def _add_replacements(self, chosen):
+        """Draws what replaces each chosen position: 80% [MASK], 10% kept, 10% a random word."""
+        batch = self._batch
+        random = self.rng.random
+        mask_id = self.mask_id
+        batch.replacements.extend([mask_id if random() < 0.8 else self._unmasked_replacement()
+                                   for _ in chosen])
+        batch.masked_positions.extend(chosen)
+        batch.masked_counts.append(len(chosen))
+        self.num_masked_positions += len(chosen)
+
+    def _unmasked_replacement(self):
+        """The 20% not masked: half kept, half replaced by a random word."""
+        if self.rng.random() < 0.5:
+            return instance_encoding.KEEP
+        return self.vocab_word_ids[self.rng.randint(0, len(self.vocab_word_ids) - 1)]
 
 
-_FLOAT_ONE = b"\x00\x00\x80\x3f"  # 1.0 as little-endian float32
-_FLOAT_ZERO = bytes(4)
+def create_records(maker, dupe_factor, workers, log=sys.stderr):
+    """Every instance as a framed TFRecord record, in Google's final (shuffled) order.
 
-
-def encode_instance(instance, max_seq_length, max_predictions_per_seq):
-    """The serialized `tf.train.Example` of one instance: DESIGN.md's features, zero-padded.
-
-    Padding zeros and the 0/1 mask and segment values are single-byte varints, so they are
-    written as byte runs.
+    The maker runs here; the `worker_pool`'s `workers` encode its batches meanwhile. Encoding
+    draws nothing at random, so the result does not depend on the number of workers.
     """
-    num_ids = instance.input_ids.size
-    if num_ids > max_seq_length:
-        raise AssertionError(f"instance of {num_ids} ids exceeds max_seq_length {max_seq_length}")
-    num_a = instance.num_segment_a_ids
-    id_padding = bytes(max_seq_length - num_ids)
-    num_masked = instance.masked_lm_positions.size
-    prediction_padding = bytes(max_predictions_per_seq - num_masked)
-    packed = tfrecord.packed_varints
-    return tfrecord.encode_packed_example({
-        "input_ids": ("int64", packed(instance.input_ids.tolist()) + id_padding),
-        "input_mask": ("int64", b"\x01" * num_ids + id_padding),
-        "segment_ids": ("int64", bytes(num_a) + b"\x01" * (num_ids - num_a) + id_padding),
-        "masked_lm_positions": ("int64", packed(instance.masked_lm_positions.tolist())
-                                + prediction_padding),
-        "masked_lm_ids": ("int64", packed(instance.masked_lm_ids.tolist()) + prediction_padding),
-        "masked_lm_weights": ("float", _FLOAT_ONE * num_masked
-                              + _FLOAT_ZERO * (max_predictions_per_seq - num_masked)),
-        "next_sentence_labels": ("int64", b"\x01" if instance.is_random_next else b"\x00"),
-    })
+    progress = Progress("creating instances", dupe_factor * len(maker.corpus.documents),
+                        unit="documents", stream=log)
+    encode = functools.partial(instance_encoding.encode_batch,
+                               max_seq_length=maker.max_seq_length,
+                               max_predictions_per_seq=maker.max_predictions_per_seq)
+    records = []
+    batches = maker.instance_batches(dupe_factor, progress=progress)
+    for _, batch_records in workers.ordered_map(encode, batches):
+        records.extend(batch_records)
+    progress.close()
+    maker.rng.shuffle(records)
+    return records
 
 
 def check_outputs_writable(output_files):
@@ -406,35 +420,28 @@ def check_outputs_writable(output_files):
             raise DataError(f"cannot write {path}: choose a writable --output_file")
 
 
-def write_instances(instances, output_files, max_seq_length, max_predictions_per_seq,
-                    log=sys.stderr):
-    """Writes instances round-robin over `output_files` (as Google does), atomically.
+def write_records(records, output_files, log=sys.stderr):
+    """Writes framed records round-robin over `output_files` (as Google does), atomically.
 
     Each file is written as `<name>.tmp-<pid>` and renamed only when all are complete, so an
-    interrupted run never leaves a file that looks finished. Returns the number of records.
+    interrupted run never leaves a file that looks finished.
     """
     temporary = [f"{path}.tmp-{os.getpid()}" for path in output_files]
-    progress = Progress("writing", len(instances), unit="instances", stream=log)
-    writers = []
+    progress = Progress("writing", len(records), unit="records", stream=log)
     try:
-        writers = [tfrecord.TFRecordWriter(path) for path in temporary]
-        for index, instance in enumerate(instances):
-            record = encode_instance(instance, max_seq_length, max_predictions_per_seq)
-            writers[index % len(writers)].write(record)
-            progress.update()
-        for writer in writers:
-            writer.close()
+        for shard, path in enumerate(temporary):
+            shard_records = records[shard::len(output_files)]
+            with open(path, "wb") as writer:
+                writer.writelines(shard_records)
+            progress.update(len(shard_records))
         for source, destination in zip(temporary, output_files):
             os.replace(source, destination)
     except BaseException:
-        for writer in writers:
-            writer.close()
         for path in temporary:
             if os.path.exists(path):
                 os.remove(path)
         raise
     progress.close()
-    return len(instances)
 
 
 def validate_settings(max_seq_length, max_predictions_per_seq, masked_lm_prob, dupe_factor,
@@ -482,22 +489,23 @@ def run(input_file, output_file, vocab_file, do_lower_case=True, do_whole_word_m
         raise DataError("--output_file is empty: give one or more comma-separated paths")
     check_outputs_writable(output_files)
 
-    corpus = read_corpus(input_files, vocab_file, do_lower_case, num_workers, log)
-    if not len(corpus.documents):
-        raise DataError(f"no text in {', '.join(input_files)}: the input needs one sentence per "
-                        "line and a blank line between documents")
-    maker = InstanceMaker(corpus, vocab, max_seq_length, short_seq_prob, masked_lm_prob,
-                          max_predictions_per_seq, do_whole_word_mask,
-                          FastRandom(random_seed), same_document_is_not_random)
-    instances = maker.create_instances(dupe_factor)
-    write_instances(instances, output_files, max_seq_length, max_predictions_per_seq, log)
+    with worker_pool(num_workers, vocab_file, do_lower_case) as workers:
+        corpus = read_corpus(input_files, workers, log)
+        if not len(corpus.documents):
+            raise DataError(f"no text in {', '.join(input_files)}: the input needs one sentence "
+                            "per line and a blank line between documents")
+        maker = InstanceMaker(corpus, vocab, max_seq_length, short_seq_prob, masked_lm_prob,
+                              max_predictions_per_seq, do_whole_word_mask,
+                              FastRandom(random_seed), same_document_is_not_random)
+        records = create_records(maker, dupe_factor, workers, log)
+    write_records(records, output_files, log)
     return {
         "input_files": len(input_files),
         "documents": len(corpus.documents),
         "sentences": len(corpus.sentence_starts) - 1,
         "tokens": corpus.num_tokens,
-        "instances": len(instances),
-        "masked_positions": sum(instance.masked_lm_positions.size for instance in instances),
+        "instances": len(records),
+        "masked_positions": maker.num_masked_positions,
         "output_files": output_files,
         "seconds": time.monotonic() - started,
     }
@@ -538,7 +546,8 @@ def _define_flags():
     flags.DEFINE_float("short_seq_prob", 0.1,
                        "Probability of creating sequences shorter than the maximum length.")
     flags.DEFINE_integer("num_workers", 1,
-                         "Tokenizer processes. The output is identical for every value.")
+                         "Worker processes (tokenizing, encoding records). The output is "
+                         "identical for every value.")
     flags.DEFINE_bool("nvidia_same_document_is_not_random", False,
                       "NVIDIA's variant: when the 10 draws of a random document all return the "
                       "current one, label the pair not-random (0). Off: Google's behaviour.")
@@ -567,7 +576,7 @@ def main(argv):
         print(f"create_pretraining_data: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except concurrent.futures.process.BrokenProcessPool:
-        print("create_pretraining_data: error: a tokenizer worker died (killed, or out of "
+        print("create_pretraining_data: error: a worker process died (killed, or out of "
               "memory): rerun, with a smaller --num_workers if memory is short", file=sys.stderr)
         raise SystemExit(2) from None
     print(format_summary(summary))

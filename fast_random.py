@@ -1,95 +1,54 @@
-"""Python's `random.Random` draws, reproduced exactly and faster.
+"""`random.Random` with faster `shuffle` and `randint` that draw exactly the same numbers.
 
-`random.Random` is a Mersenne Twister (MT19937); `random()`, `randint()` and `shuffle()` are thin
-functions of its 32-bit output words. `FastRandom` takes the generator's state, produces the same
-words in bulk with NumPy's MT19937, and computes the draws from them in tight loops without
-per-draw function calls. Each method consumes exactly the words CPython 3.11's consumes, so an
-algorithm that calls these methods in the reference's order produces the reference's results.
+CPython 3.11's `shuffle` and `randint` are Python code that calls `_randbelow(n)` per draw, which
+calls `getrandbits(n.bit_length())` until the result is below n. `FastRandom` makes the same
+`getrandbits` calls in the same order from tight loops, without the per-draw Python function
+calls, so an algorithm that calls these methods in the reference's order produces the
+reference's results. `random()` and `getrandbits()` are `random.Random`'s own (C) methods.
 """
 
+import itertools
 import random
 
-import numpy as np
-
-_WORDS_PER_REFILL = 1 << 16
-# For a shuffle's draw at index i (bound i + 1): the shift that keeps bit_length(i + 1) bits.
-_SHIFTS_BY_INDEX = [32 - (i + 1).bit_length() for i in range(1 << 12)]
-_RES53_SCALE = 1.0 / 9007199254740992.0  # 2**-53
+# (index, bits) of a shuffle's draws for indices 4095 down to 1: the draw at index i is
+# getrandbits(bit_length(i + 1)) until it is <= i. Shuffles up to 4096 items take a slice.
+_TABLE_SIZE = 1 << 12
+_DESCENDING_DRAWS = [(i, (i + 1).bit_length()) for i in range(_TABLE_SIZE - 1, 0, -1)]
 
 
-class FastRandom:
-    """`random.Random(seed)`'s `random`, `randint` and `shuffle`, bit for bit."""
+def _descending_draws(size):
+    """(index, bits) for the draws of a shuffle of `size` items, indices size - 1 down to 1."""
+    if size <= 1:
+        return []
+    if size <= _TABLE_SIZE:
+        return _DESCENDING_DRAWS[len(_DESCENDING_DRAWS) - (size - 1):]
+    top_bits = size.bit_length()
+    # Indices i with bit_length(i + 1) == bits: 2**(bits - 1) - 1 <= i <= 2**bits - 2.
+    bits_runs = [itertools.repeat(top_bits, size - (1 << (top_bits - 1)) + 1)]
+    bits_runs.extend(itertools.repeat(bits, 1 << (bits - 1)) for bits in range(top_bits - 1, 1, -1))
+    return zip(range(size - 1, 0, -1), itertools.chain.from_iterable(bits_runs))
 
-    def __init__(self, seed):
-        version, state, _ = random.Random(seed).getstate()
-        if version != 3 or len(state) != 625:
-            raise RuntimeError(f"unexpected random.Random state version {version}")
-        self._generator = np.random.MT19937()
-        self._generator.state = {
-            "bit_generator": "MT19937",
-            "state": {"key": np.asarray(state[:624], dtype=np.uint32), "pos": state[624]},
-        }
-        self._words = []
-        self._next = 0
 
-    def _refill(self, needed):
-        """Makes at least `needed` unread words available."""
-        unread = self._words[self._next:]
-        count = max(_WORDS_PER_REFILL, needed)
-        self._words = unread + self._generator.random_raw(count).tolist()
-        self._next = 0
+class FastRandom(random.Random):
+    """`random.Random(seed)`, bit for bit, with faster `shuffle` and `randint`."""
 
-    def random(self):
-        """A float in [0, 1) from two words (CPython's genrand_res53)."""
-        if self._next + 2 > len(self._words):
-            self._refill(2)
-        words, n = self._words, self._next
-        self._next = n + 2
-        return ((words[n] >> 5) * 67108864.0 + (words[n + 1] >> 6)) * _RES53_SCALE
-
-    def randint(self, low, high):
-        """An int in [low, high], by rejection sampling of (high - low + 1).bit_length() bits."""
-        bound = high - low + 1
+    def randint(self, a, b):
+        """An int in [a, b], drawn as random.Random.randint draws it."""
+        bound = b - a + 1
         if bound <= 0:
-            raise ValueError(f"empty range for randint({low}, {high})")
-        shift = 32 - bound.bit_length()
-        if shift < 0:
-            raise ValueError("FastRandom.randint supports ranges below 2**32")
-        while True:
-            if self._next >= len(self._words):
-                self._refill(1)
-            value = self._words[self._next] >> shift
-            self._next += 1
-            if value < bound:
-                return low + value
+            raise ValueError(f"empty range for randint({a}, {b})")
+        bits = bound.bit_length()
+        getrandbits = self.getrandbits
+        value = getrandbits(bits)
+        while value >= bound:
+            value = getrandbits(bits)
+        return a + value
 
-    @staticmethod
-    def _extend_shift_table(size):
-        _SHIFTS_BY_INDEX.extend(32 - (i + 1).bit_length()
-                                for i in range(len(_SHIFTS_BY_INDEX), size))
-
-    def shuffle(self, items):
-        """Shuffles `items` in place exactly as random.Random.shuffle (Fisher-Yates, backwards)."""
-        size = len(items)
-        if size >= 1 << 32:
-            raise ValueError("FastRandom.shuffle supports fewer than 2**32 items")
-        # Every draw takes one word, plus one per rejection (each accepted with p >= 1/2).
-        if self._next + 4 * size + 64 > len(self._words):
-            self._refill(4 * size + 64)
-        words = self._words
-        n = self._next
-        if size > len(_SHIFTS_BY_INDEX):
-            self._extend_shift_table(size)
-        shifts = _SHIFTS_BY_INDEX
-        for i in range(size - 1, 0, -1):
-            j = words[n] >> shifts[i]
-            n += 1
+    def shuffle(self, x):
+        """Shuffles `x` in place exactly as random.Random.shuffle (Fisher-Yates, backwards)."""
+        getrandbits = self.getrandbits
+        for i, bits in _descending_draws(len(x)):
+            j = getrandbits(bits)
             while j > i:  # rejected: j must be below the bound i + 1
-                if n >= len(words):
-                    self._next = n
-                    self._refill(4 * i + 64)
-                    words, n = self._words, self._next
-                j = words[n] >> shifts[i]
-                n += 1
-            items[i], items[j] = items[j], items[i]
-        self._next = n
+                j = getrandbits(bits)
+            x[i], x[j] = x[j], x[i]

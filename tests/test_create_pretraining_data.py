@@ -281,9 +281,9 @@ def test_bad_input_gives_one_line_error(case, message, tmp_path, vocab_file, sam
     assert not output.exists()
 
 
-def test_dead_tokenizer_worker_fails_the_run(tmp_path, vocab_file, sample_corpus):
-    """A tokenizer worker killed mid-run ends the run with a one-line error and exit code 2,
-    not a hang, and no output file."""
+def test_dead_worker_fails_the_run(tmp_path, vocab_file, sample_corpus):
+    """A worker process killed mid-run ends the run with a one-line error and exit code 2, not a
+    hang, and no output file."""
     import psutil
 
     with open(sample_corpus, "rb") as corpus:
@@ -302,5 +302,5 @@ def test_dead_tokenizer_worker_fails_the_run(tmp_path, vocab_file, sample_corpus
     parent.children()[0].kill()
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 2
-    assert "error: a tokenizer worker died" in stderr
+    assert "error: a worker process died" in stderr
     assert not output.exists()

@@ -19,7 +19,7 @@ def test_interleaved_draws_equal_random_random(seed):
             assert ours.random() == theirs.random()
         elif kind == 1:
             low = schedule.randrange(-5, 5)
-            high = low + schedule.choice([0, 1, 2, 3, 7, 8, 100, 30521, 2**20, 2**31])
+            high = low + schedule.choice([0, 1, 2, 3, 7, 8, 100, 30521, 2**20, 2**31, 2**40])
             assert ours.randint(low, high) == theirs.randint(low, high)
         else:
             items = list(range(schedule.choice([0, 1, 2, 5, 64, 127, 500])))
@@ -29,10 +29,10 @@ def test_interleaved_draws_equal_random_random(seed):
             assert items == copy
 
 
-def test_long_shuffles_cross_refills():
-    """Shuffles longer than one bulk refill of words stay identical."""
+def test_long_shuffles():
+    """Shuffles at and beyond the precomputed draw table (4096 items) stay identical."""
     ours, theirs = FastRandom(7), random.Random(7)
-    for size in (70_000, 150_000):
+    for size in (4096, 4097, 70_000, 150_000):
         items, copy = list(range(size)), list(range(size))
         ours.shuffle(items)
         theirs.shuffle(copy)
