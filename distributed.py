@@ -20,6 +20,8 @@ Contract of a handle:
                            broadcast of rank 0's variables after restore or initialisation).
 """
 
+import os
+
 import tensorflow as tf
 
 
@@ -57,6 +59,10 @@ class Horovod(SingleProcess):
     def __init__(self, fp16_compression=False):
         import horovod.tensorflow as hvd  # only a --horovod run needs (and pays for) Horovod
 
+        # Open MPI's waits busy-poll a core by default. Under Horovod they run beside the
+        # training threads on the same cores and slow them down (CPU training scales far worse
+        # with polling: BENCHMARKS.md, Horovod scaling). Read at MPI_Init; a user's value wins.
+        os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
         hvd.init()
         self._hvd = hvd
         self._compression = hvd.Compression.fp16 if fp16_compression else hvd.Compression.none

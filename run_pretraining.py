@@ -192,19 +192,33 @@ def distributed_handle():
     return distributed_lib.create(FLAGS.horovod, FLAGS.fp16_allreduce or _loss_scaling())
 
 
-def session_config(distributed):
-    """ConfigProto with the thread counts, XLA and mixed-precision rewrites of the flags.
-
-    Thread counts left at 0 are TensorFlow's choice (all cores) for a lone process; ranks that
-    share a machine split its cores evenly instead of oversubscribing them.
-    """
+def thread_counts(distributed):
+    """(intra-op, inter-op) threads of this process: the flags', where they are 0 TensorFlow's
+    choice (0: all cores) for a lone process, and an even share of the machine's cores for ranks
+    that share it, instead of oversubscribing them."""
     default_threads = 0
     if distributed.local_size > 1:
         default_threads = max(1, (os.cpu_count() or 1) // distributed.local_size)
-    config = tf1.ConfigProto(
-        intra_op_parallelism_threads=FLAGS.intra_op_threads or default_threads,
-        inter_op_parallelism_threads=FLAGS.inter_op_threads or default_threads,
-        allow_soft_placement=True)
+    return (FLAGS.intra_op_threads or default_threads, FLAGS.inter_op_threads or default_threads)
+
+
+def configure_threads(distributed):
+    """Sizes this process's thread pools; call before any graph or dataset is built.
+
+    The session config alone does not do it: the first tf.data function registers with the
+    eager context, which creates the CPU device and its intra-op pool with the context's
+    thread settings, and every later session's CPU device shares that pool.
+    """
+    intra, inter = thread_counts(distributed)
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+
+def session_config(distributed):
+    """ConfigProto with the thread counts, XLA and mixed-precision rewrites of the flags."""
+    intra, inter = thread_counts(distributed)
+    config = tf1.ConfigProto(intra_op_parallelism_threads=intra,
+                             inter_op_parallelism_threads=inter, allow_soft_placement=True)
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
     if has_gpu:
         config.gpu_options.visible_device_list = str(distributed.local_rank)
@@ -348,6 +362,7 @@ def main(argv):
     tf1.disable_eager_execution()
     try:
         distributed = distributed_handle()
+        configure_threads(distributed)
         bert_config, train_files, eval_files = check_flags(distributed.size)
         run(bert_config, train_files, eval_files, distributed)
     except (FlagError, input_pipeline.InputError) as error:

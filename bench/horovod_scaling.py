@@ -5,11 +5,12 @@
       [--no-append]   (by default the table is appended to BENCHMARKS.md)
 
 Per model config it times (sequences/s over all ranks, from the run's train summary, the first
-3 micro-batch runs left out): 1 rank; 2 ranks; 2 ranks with --fp16_allreduce; 2 ranks with 2
-accumulated micro-batches, allreduced per micro-batch and post-accumulation. Scaling efficiency
-is throughput(2 ranks) / (2 x throughput(1 rank)). "allreduce share" is the time of one
-allreduce of all the model's gradients alone (2 ranks, measured by --probe) over the 2-rank
-step time. Ranks get 1 intra- and 1 inter-op thread each.
+3 micro-batch runs left out): 1 rank; 2 ranks; 2 ranks with Open MPI busy-polling (our default
+sets OMPI_MCA_mpi_yield_when_idle=1, see distributed.py); 2 ranks with --fp16_allreduce; 2
+ranks with 2 accumulated micro-batches, allreduced per micro-batch and post-accumulation.
+Scaling efficiency is throughput(2 ranks) / (2 x throughput(1 rank)). "allreduce share" is the
+time of one allreduce of all the model's gradients alone (2 ranks, measured by --probe) over the
+2-rank step time. Ranks get 1 intra- and 1 inter-op thread each.
 """
 
 import datetime
@@ -28,7 +29,7 @@ sys.path.insert(0, REPO)
 
 flags.DEFINE_list("configs", ["small", "base"], "Model configs: small (data/bert_config_mini."
                   "json, L4 H256) and/or base (data/bert_config.json, L12 H768).")
-flags.DEFINE_integer("steps", 8, "Updates per run (the first 3 micro-batch runs are not timed).")
+flags.DEFINE_integer("steps", 16, "Updates per run (the first 3 micro-batch runs are not timed).")
 flags.DEFINE_integer("batch_size", 8, "Sequences per micro-batch and rank.")
 flags.DEFINE_string("files_dir", "data/tfrecords/train", "Training TFRecords (seq 128, 20 "
                     "predictions).")
@@ -39,18 +40,19 @@ FLAGS = flags.FLAGS
 
 CONFIGS = {"small": "data/bert_config_mini.json", "base": "data/bert_config.json"}
 MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"]
-# name: (ranks, extra flags)
+# name: (ranks, extra flags, extra environment)
 VARIANTS = {
-    "1 rank": (1, []),
-    "2 ranks": (2, []),
-    "2 ranks, fp16 allreduce": (2, ["--fp16_allreduce"]),
-    "2 ranks, accumulate 2, allreduce per micro-batch": (2, ["--num_accumulation_steps=2"]),
+    "1 rank": (1, [], {}),
+    "2 ranks": (2, [], {}),
+    "2 ranks, MPI busy-polling": (2, [], {"OMPI_MCA_mpi_yield_when_idle": "0"}),
+    "2 ranks, fp16 allreduce": (2, ["--fp16_allreduce"], {}),
+    "2 ranks, accumulate 2, allreduce per micro-batch": (2, ["--num_accumulation_steps=2"], {}),
     "2 ranks, accumulate 2, post-accumulation allreduce": (
-        2, ["--num_accumulation_steps=2", "--allreduce_post_accumulation"]),
+        2, ["--num_accumulation_steps=2", "--allreduce_post_accumulation"], {}),
 }
 
 
-def train_command(config, ranks, extra, output_dir):
+def train_command(config, ranks, extra, environment, output_dir):
     command = [sys.executable, "run_pretraining.py", f"--bert_config_file={config}",
                f"--input_files_dir={FLAGS.files_dir}", f"--output_dir={output_dir}",
                "--do_train", "--max_seq_length=128", "--max_predictions_per_seq=20",
@@ -58,7 +60,10 @@ def train_command(config, ranks, extra, output_dir):
                "--num_warmup_steps=0", "--learning_rate=1e-4", "--optimizer_type=lamb",
                "--intra_op_threads=1", "--inter_op_threads=1", "--save_checkpoints_steps=100000",
                *extra]
-    return ([*MPIRUN, *command, "--horovod"] if ranks > 1 else command)
+    if ranks == 1:
+        return command
+    exports = [part for name, value in environment.items() for part in ("-x", f"{name}={value}")]
+    return [*MPIRUN, *exports, *command, "--horovod"]
 
 
 def throughput(command, output_dir):
@@ -105,7 +110,10 @@ def probe(config_file, repeats=10):
         handle = distributed.create(True, fp16_compression=compress)
         with tf.Graph().as_default():
             grads = [tf.Variable(tf.ones(shape)) for shape in shapes]
-            op = tf.group(handle.allreduce_gradients([g.read_value() for g in grads]))
+            reduced = handle.allreduce_gradients([g.read_value() for g in grads])
+            # Fetch a value of every result: grappler prunes an allreduce whose output only
+            # feeds a control dependency (a tf.group), and the timing would be of nothing.
+            op = tf.add_n([tf.reduce_sum(r) for r in reduced])
             session_config = tf1.ConfigProto(intra_op_parallelism_threads=1,
                                              inter_op_parallelism_threads=1)
             with tf1.Session(config=session_config) as session:
@@ -127,10 +135,10 @@ def main(argv):
     for name in FLAGS.configs:
         config = CONFIGS[name]
         rates = {}
-        for variant, (ranks, extra) in VARIANTS.items():
+        for variant, (ranks, extra, environment) in VARIANTS.items():
             with tempfile.TemporaryDirectory() as output_dir:
-                rates[variant] = throughput(train_command(config, ranks, extra, output_dir),
-                                            output_dir)
+                rates[variant] = throughput(
+                    train_command(config, ranks, extra, environment, output_dir), output_dir)
             print(f"{name} {variant}: {rates[variant]:.2f} seq/s", file=sys.stderr)
         allreduce = allreduce_seconds(config)
         step_seconds = 2 * FLAGS.batch_size / rates["2 ranks"]

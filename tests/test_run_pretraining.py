@@ -105,6 +105,37 @@ def test_training_lowers_the_loss_and_eval_writes_every_key(data, tmp_path):
     assert "throughput_train" in result.stderr and str(out) in result.stderr
 
 
+# Runs run_pretraining.py, recording the thread settings in force when TensorFlow creates its
+# eager context: that creates the CPU device whose intra-op pool every session then shares.
+THREADS_AT_DEVICE_CREATION = """
+import runpy, sys
+import tensorflow as tf
+from tensorflow.python.eager import context
+initialize, seen = context.Context.ensure_initialized, []
+def recording(self):
+    if self._context_handle is None:
+        seen.append((tf.config.threading.get_intra_op_parallelism_threads(),
+                     tf.config.threading.get_inter_op_parallelism_threads()))
+    return initialize(self)
+context.Context.ensure_initialized = recording
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path("run_pretraining.py", run_name="__main__")
+finally:
+    print("threads at device creation:", seen[:1])
+"""
+
+
+def test_thread_flags_size_the_pools_ops_run_on(data, tmp_path):
+    """Property: --intra_op_threads/--inter_op_threads are in force when the CPU device and its
+    thread pool are created (by the first tf.data function, before any session), so a "1 thread"
+    run computes on one thread; a session config alone came too late for that pool."""
+    result = run_cli(["-c", THREADS_AT_DEVICE_CREATION,
+                      *args(data, tmp_path / "run", "--do_train", "--intra_op_threads=1",
+                            "--inter_op_threads=1", steps=2)])
+    assert "threads at device creation: [(1, 1)]" in result.stdout, result.stdout
+
+
 def test_killed_run_resumes_at_its_checkpoint_and_finishes(data, tmp_path):
     """Property: after kill -9, a re-run restores the latest checkpoint's step, continues from
     there (first logged step = saved + 1) and ends at num_train_steps; a further re-run is a
