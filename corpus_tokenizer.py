@@ -15,7 +15,8 @@ _worker_tokenizer = None
 
 
 def init_worker(vocab_file, do_lower_case):
-    """Process-pool initializer: loads the tokenizer once per worker."""
+    """Loads the tokenizer `tokenize_lines` uses: once per worker process (the pool's
+    initializer), or in the main process when it tokenizes itself."""
     global _worker_tokenizer
     _worker_tokenizer = tokenization.FullTokenizer(vocab_file, do_lower_case)
 

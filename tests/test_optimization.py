@@ -280,17 +280,22 @@ def test_clipping_is_per_micro_batch_before_accumulation():
         np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+def amp_kernel_optimizer(num_warmup_steps, **optimizer_args):
+    """A loss linear in one kernel of three ones, trained with amp: the kernel, the feed of its
+    gradient, the optimizer ops and the kernel's first moment."""
+    variables = make_vars({"w/kernel": np.ones(3)})
+    loss, feeds = linear_loss(variables)
+    ops = create_optimizer(loss, 1e-2, 100, num_warmup_steps, amp=True, **optimizer_args)
+    return variables["w/kernel"], feeds["w/kernel"], ops, var_by_name("w/kernel/adam_m")
+
+
 def test_loss_scaling_skips_non_finite_and_adapts_scale():
     """Under amp: the scale starts at 2**32; an inf gradient leaves weights, moments, global
     step and lr unchanged, counts a skipped step and halves the scale; a finite update's moment
     is the unscaled gradient; growth_interval finite updates in a row double the scale."""
     with tf.Graph().as_default():
-        variables = make_vars({"w/kernel": np.ones(3)})
-        loss, feeds = linear_loss(variables)
-        c = feeds["w/kernel"]
-        ops = create_optimizer(loss, 1e-2, 100, 10, amp=True, loss_scale_growth_interval=3)
-        m = var_by_name("w/kernel/adam_m")
-        state = [variables["w/kernel"], m, ops.global_step, ops.learning_rate]
+        kernel, c, ops, m = amp_kernel_optimizer(10, loss_scale_growth_interval=3)
+        state = [kernel, m, ops.global_step, ops.learning_rate]
         with session() as sess:
             assert sess.run(ops.loss_scale) == 2.0**32
 
@@ -317,17 +322,13 @@ def test_loss_scaling_with_accumulation_skips_whole_update():
     """A NaN in one of 2 micro-batches skips that update; the next update, from clean
     accumulators, applies exactly the finite gradients."""
     with tf.Graph().as_default():
-        variables = make_vars({"w/kernel": np.ones(3)})
-        loss, feeds = linear_loss(variables)
-        c = feeds["w/kernel"]
-        ops = create_optimizer(loss, 1e-2, 100, 0, amp=True, num_accumulation_steps=2)
-        m = var_by_name("w/kernel/adam_m")
+        kernel, c, ops, m = amp_kernel_optimizer(0, num_accumulation_steps=2)
         with session() as sess:
             g1, g2 = np.array([0.1, 0.2, 0.3]), np.array([0.3, 0.0, -0.1])
             for feed in ([np.nan, 0.0, 0.0], g2):
                 sess.run(ops.train_op, {c: feed})
             assert sess.run([ops.global_step, ops.skipped_steps, ops.loss_scale]) == [0, 1, 2.0**31]
-            np.testing.assert_array_equal(sess.run(variables["w/kernel"]), np.ones(3))
+            np.testing.assert_array_equal(sess.run(kernel), np.ones(3))
             for feed in (g1, g2):
                 sess.run(ops.train_op, {c: feed})
             assert sess.run(ops.global_step) == 1
