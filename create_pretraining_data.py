@@ -309,17 +309,15 @@ class InstanceMaker:
         b_length = b_span[1] - b_span[0]
         while a_length + b_length > max_num_tokens:
             if a_length > b_length:
-                if random() < 0.5:
-                    a_span[0] += 1
-                else:
-                    a_span[1] -= 1
+                span = a_span
                 a_length -= 1
             else:
-                if random() < 0.5:
-                    b_span[0] += 1
-                else:
-                    b_span[1] -= 1
+                span = b_span
                 b_length -= 1
+            if random() < 0.5:
+                span[0] += 1
+            else:
+                span[1] -= 1
 
     def _add_instance(self, a_span, b_span, is_random_next):
         """Appends "[CLS] A [SEP] B [SEP]" and its masking decisions to the current batch."""
@@ -341,6 +339,9 @@ class InstanceMaker:
         batch.num_segment_a_ids.append(num_segment_a_ids)
         batch.is_random_next.append(is_random_next)
 
+        # Masking candidates: every position but [CLS] and the two [SEP]s, one by one (or as
+        # whole words), shuffled; taken while they fit in min(max_predictions_per_seq,
+        # max(1, round(length * masked_lm_prob))).
         candidates = list(range(1, num_segment_a_ids - 1))
         candidates += range(num_segment_a_ids, length - 1)
         if self.do_whole_word_mask:
