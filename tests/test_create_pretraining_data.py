@@ -212,21 +212,35 @@ def test_invalid_utf8_bytes_are_dropped(tmp_path, vocab_file, sample_corpus):
     assert outputs[0] == outputs[1]
 
 
+# Runs create_pretraining_data.py with the final rename held back: it announces the rename and
+# waits, so that a test can kill it at the last moment before the output gets its name.
+RENAME_HELD_BACK = """
+import os, runpy, sys, time
+def held_back_rename(source, destination):
+    print("renaming", source, flush=True)
+    time.sleep(600)
+os.replace = held_back_rename
+sys.argv = sys.argv[1:]
+runpy.run_path("create_pretraining_data.py", run_name="__main__")
+"""
+
+
 def test_interrupted_run_leaves_no_finished_looking_file(tmp_path, vocab_file, sample_corpus):
-    """A run killed with SIGKILL while writing leaves only a `.tmp-<pid>` file, never the
-    output name."""
+    """A run killed with SIGKILL after writing every record but before renaming (the writing
+    itself takes milliseconds, too short to hit from outside) leaves only a complete
+    `.tmp-<pid>` file, never the output name."""
     output = tmp_path / "out.tfrecord"
     process = subprocess.Popen(
-        [sys.executable, "create_pretraining_data.py",
-         *generator_args(sample_corpus, output, vocab_file, dupe_factor=5)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not list(tmp_path.glob("out.tfrecord.tmp-*")) and time.monotonic() < deadline:
-        assert process.poll() is None, "the run ended before it started writing"
-        time.sleep(0.05)
+        [sys.executable, "-c", RENAME_HELD_BACK, "create_pretraining_data.py",
+         *generator_args(sample_corpus, output, vocab_file, dupe_factor=1)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = process.stdout.readline()
+    assert line.startswith("renaming "), "the run ended without renaming its output"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert list(tmp_path.glob("out.tfrecord.tmp-*"))
+    [temporary] = tmp_path.glob("out.tfrecord.tmp-*")
+    assert str(temporary) == line.split()[1]
+    assert len(read_records(str(temporary))) > 1000
     assert not output.exists()
 
 
