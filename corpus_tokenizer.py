@@ -24,15 +24,16 @@ def init_worker(vocab_file, do_lower_case):
 def tokenize_lines(lines):
     """Raw byte lines -> (WordPiece ids, per-line id count or DOCUMENT_BREAK) as int arrays.
 
-    Lines are decoded as UTF-8 with invalid bytes dropped and stripped, as google-research/bert
-    reads its input; a line that is empty after that is a document break. Uses the tokenizer
-    `init_worker` loaded.
+    Lines are read as google-research/bert reads its input: every "\\r" byte is dropped (its
+    reader, TensorFlow's ReadLine, drops them anywhere in a line, so "a\\rb" is one word "ab"),
+    then the line is decoded as UTF-8 with invalid bytes dropped and stripped; a line that is
+    empty after that is a document break. Uses the tokenizer `init_worker` loaded.
     """
     tokenizer = _worker_tokenizer
     ids = array.array("i")
     lengths = array.array("q")
     for raw in lines:
-        line = tokenization.convert_to_unicode(raw).strip()
+        line = tokenization.convert_to_unicode(raw.replace(b"\r", b"")).strip()
         if not line:
             lengths.append(DOCUMENT_BREAK)
             continue

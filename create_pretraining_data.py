@@ -10,8 +10,9 @@ in the same order with the same arguments. What differs is how the work is held 
   worker processes apply them and serialize the records meanwhile (`instance_encoding`);
 - records are serialized deterministically and written under a temporary name, renamed when done.
 
-Input format: one sentence per line, a blank line between documents. Invalid UTF-8 bytes are
-dropped, as the reference's `convert_to_unicode` does.
+Input format: one sentence per line ("\\n"), a blank line between documents. As in the reference,
+every "\\r" byte is dropped (TensorFlow's line reader does so) and so are invalid UTF-8 bytes (its
+`convert_to_unicode`).
 """
 
 import array

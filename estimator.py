@@ -3,9 +3,9 @@
 
 Contract (tf.estimator's):
   model_fn(features, labels, mode, params) -> `Spec`
-  input_fn(params) -> tf.data.Dataset of `features` dicts; `params["global_step"]` is the step the
-    run starts from (the restored checkpoint's, 0 on a fresh run), so that a deterministic input
-    can skip the batches already consumed.
+  input_fn(params) -> tf.data.Dataset of `features` dicts; `params["skip_steps"]` is the number of
+    updates whose input the dataset must leave out (skip) at its start: 0 on a fresh run and on a
+    resume that restores the saved input position, the checkpoint's step on a resume without one.
 
 `Estimator.train` builds a fresh graph, restores the latest checkpoint of `model_dir` (or, when
 there is none, runs `warm_start`, e.g. loading an init checkpoint), then runs `train_op` once per
@@ -16,19 +16,36 @@ at `max_steps`; losses, learning rate, sequences/s to a `train_logging.RunLogger
 
 Checkpoints: TF1 Saver; a checkpoint becomes the latest only when `Saver.save` has written it
 completely (the `checkpoint` state file is replaced atomically as its last step), and a resumed
-run never rewrites the checkpoint it restored from.
+run never rewrites the checkpoint it restored from. Beside each checkpoint every rank saves its
+input position (the tf.data iterator's state, `InputState`), first, so that a resume restores the
+position in constant time and sees exactly the batches an uninterrupted run would.
+
+Faults end the run with `TrainingError` (one line naming the problem, the latest complete
+checkpoint and the fix), never with a bad checkpoint: an update with non-finite gradients is not
+applied (optimization.py) and `NonFiniteUpdateHook` stops the run after
+`max_consecutive_skips` of them in a row; weights holding NaN/Inf are never saved; a save that
+fails (full disk, permissions) removes its partial files and leaves the previous checkpoint the
+latest.
 """
 
+import glob
 import os
+import shutil
 import time
 from typing import NamedTuple
 
 import tensorflow as tf
+from absl import logging
 
 from distributed import SingleProcess
 from train_logging import RunLogger
 
 tf1 = tf.compat.v1
+
+
+class TrainingError(RuntimeError):
+    """A training run cannot go on (non-finite updates, a failed save); the message says why, which
+    checkpoint is the latest complete one, and what to do."""
 
 
 class ModeKeys:
@@ -45,6 +62,8 @@ class Spec(NamedTuple):
     logged_tensors: {name: scalar tensor} fetched every step for the logging hook, e.g.
       "mlm_loss", "learning_rate", "loss_scale".
     predictions: {name: tensor}, optional.
+    skipped_steps: int64 variable counting updates skipped for non-finite gradients (TRAIN), as
+      `optimization.create_optimizer` returns it; None: nothing is ever skipped.
     """
 
     loss: tf.Tensor
@@ -52,6 +71,7 @@ class Spec(NamedTuple):
     eval_metric_ops: dict | None = None
     logged_tensors: dict | None = None
     predictions: dict | None = None
+    skipped_steps: tf.Variable | None = None
 
 
 class RunConfig(NamedTuple):
@@ -60,6 +80,9 @@ class RunConfig(NamedTuple):
     sequences_per_run: sequences one run of train_op consumes over all ranks (micro-batch x
       ranks), for throughput.
     warmup_steps: micro-batch runs at the start left out of the sequences/s figures.
+    max_consecutive_skips: the run stops (TrainingError) when this many updates in a row were
+      skipped for non-finite gradients; 1 stops at the first (right without loss scaling, where
+      a non-finite update does not fix itself).
     """
 
     model_dir: str
@@ -71,6 +94,7 @@ class RunConfig(NamedTuple):
     session_config: tf1.ConfigProto | None = None
     seed: int | None = None
     distributed: object = SingleProcess()
+    max_consecutive_skips: int = 1
 
 
 class Estimator:
@@ -102,43 +126,70 @@ class Estimator:
         latest = self.latest_checkpoint()
         return int(tf.train.load_variable(latest, "global_step")) if latest else 0
 
-    def _build(self, input_fn, mode, global_step):
-        """Builds input, model and warm start in the current graph; returns (spec, features)."""
+    def _build(self, input_fn, mode, skip_steps):
+        """Builds input, model and warm start in the current graph; returns (spec, features,
+        iterator)."""
         if self.config.seed is not None:
             tf1.set_random_seed(self.config.seed)
-        dataset = input_fn(dict(self.params, global_step=global_step))
-        features = tf1.data.make_one_shot_iterator(dataset).get_next()
+        dataset = input_fn(dict(self.params, skip_steps=skip_steps))
+        iterator = tf1.data.make_one_shot_iterator(dataset)
+        features = iterator.get_next()
         spec = self.model_fn(features, None, mode, self.params)
         if self.warm_start and self.is_chief and self.latest_checkpoint() is None:
             self.warm_start()
-        return spec, features
+        return spec, features, iterator
 
-    def train(self, input_fn, max_steps, hooks=()):
+    def train(self, input_fn, max_steps, hooks=(), input_fingerprint=""):
         """Trains until global_step == max_steps, resuming from `model_dir`; returns the step.
 
-        Returns at once when the latest checkpoint is already at `max_steps`.
+        `input_fingerprint` describes what `input_fn` reads (files, sizes, batch, seed): a saved
+        input position is restored only into a pipeline of the same fingerprint; otherwise the
+        resume skips the consumed records. Returns at once when the latest checkpoint is already
+        at `max_steps`. Raises TrainingError when the run cannot go on (module docstring).
         """
         start_step = self.checkpoint_step()
         if start_step >= max_steps:
             self.logger.summary("train", {"global_step": start_step, "note": "already trained"})
             return start_step
+        distributed = self.config.distributed
+        restore_input = start_step > 0 and InputState.exists(
+            self.config.model_dir, distributed.rank, start_step, input_fingerprint)
+        if start_step > 0 and not restore_input:
+            logging.warning("no saved input position for step %d on rank %d with this input "
+                            "(files, batch size, seed): reaching it by reading and skipping the "
+                            "records of %d updates", start_step, distributed.rank, start_step)
         with tf.Graph().as_default():
-            spec, _ = self._build(input_fn, ModeKeys.TRAIN, start_step)
+            spec, _, iterator = self._build(input_fn, ModeKeys.TRAIN,
+                                            0 if restore_input else start_step)
             global_step = tf1.train.get_global_step()
             if global_step is None or spec.train_op is None:
                 raise ValueError("model_fn in TRAIN mode must return a train_op and create the "
                                  "global step (optimization.create_optimizer does)")
             with tf.control_dependencies([spec.train_op]):
                 step_after = tf.identity(global_step.read_value(), name="global_step_after")
+                skipped_after = (None if spec.skipped_steps is None
+                                 else tf.identity(spec.skipped_steps.read_value()))
+            input_state = InputState(self.config.model_dir, distributed.rank, iterator,
+                                     self.config.keep_checkpoint_max, input_fingerprint)
             saver = tf1.train.Saver(max_to_keep=self.config.keep_checkpoint_max,
                                     save_relative_paths=True)
-            logging_hook = StepLoggingHook(
-                step_after, dict(spec.logged_tensors or {}, total_loss=spec.loss), max_steps,
-                self.config, self.logger)
-            all_hooks = [*hooks, logging_hook]  # extra hooks (a broadcast) see the session first
-            if self.is_chief:
-                all_hooks.append(CheckpointHook(saver, self.config.model_dir, step_after,
-                                                self.config.save_checkpoints_steps))
+            state = tf1.train.get_checkpoint_state(self.config.model_dir)
+            if state:  # keep_checkpoint_max counts the checkpoints of earlier runs too
+                saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
+            logged = dict(spec.logged_tensors or {}, total_loss=spec.loss)
+            logging_hook = StepLoggingHook(step_after, logged, max_steps, self.config,
+                                           self.logger)
+            all_hooks = [*hooks]  # extra hooks (a broadcast) see the session first
+            if restore_input:
+                all_hooks.append(_RestoreInputHook(input_state, start_step))
+            all_hooks.append(logging_hook)
+            if skipped_after is not None:
+                all_hooks.append(NonFiniteUpdateHook(
+                    step_after, skipped_after, logged, self.config.max_consecutive_skips,
+                    self.config.model_dir))
+            all_hooks.append(CheckpointHook(saver if self.is_chief else None, input_state,
+                                            self.config.model_dir, step_after,
+                                            self.config.save_checkpoints_steps))
             with tf1.train.MonitoredTrainingSession(
                     checkpoint_dir=self.config.model_dir if self.is_chief else None,
                     scaffold=tf1.train.Scaffold(saver=saver), hooks=all_hooks,
@@ -164,7 +215,7 @@ class Estimator:
             raise ValueError(f"no checkpoint to evaluate in {self.config.model_dir}: train first "
                              "(--do_train) or pass --init_checkpoint")
         with tf.Graph().as_default():
-            spec, features = self._build(input_fn, ModeKeys.EVAL, 0)
+            spec, features, _ = self._build(input_fn, ModeKeys.EVAL, 0)
             global_step = tf1.train.get_or_create_global_step()
             metrics = dict(spec.eval_metric_ops or {})
             metrics["loss"] = tf1.metrics.mean(spec.loss)
@@ -267,18 +318,151 @@ class StepLoggingHook(tf1.train.SessionRunHook):
         return result
 
 
-class CheckpointHook(tf1.train.SessionRunHook):
-    """Saves every `save_steps` updates and at the end, on the chief, to `model_dir/model.ckpt`.
+class InputState:
+    """This rank's input position: the state of the training tf.data iterator (file order,
+    offsets, shuffle buffer, prefetched batches), saved in `model_dir/input_state/rank-R/` at
+    every checkpoint step, so that a resume restores it instead of reading the consumed records.
 
-    Never saves at the step the session started from: that checkpoint exists already (a resumed
-    run must not rewrite the file it restored), or the run has not trained yet.
+    Its size does not grow with the step; the pipeline must be serializable (no Python functions
+    or stateful ops in it: saving fails loudly otherwise). The directory's `fingerprint` file
+    names the input the states belong to; a run on other input starts the directory afresh.
     """
 
-    def __init__(self, saver, model_dir, step_after, save_steps):
+    def __init__(self, model_dir, rank, iterator, keep, fingerprint=""):
+        self.directory = self.directory_of(model_dir, rank)
+        self._fingerprint = fingerprint
+        saveable = tf1.data.experimental.make_saveable_from_iterator(iterator)
+        # One more than the model checkpoints kept: the input state of a step is written first,
+        # so the oldest kept checkpoint keeps its input state until the newer model save is done.
+        self._saver = tf1.train.Saver([saveable], max_to_keep=keep + 1,
+                                      save_relative_paths=True)
+        state = tf1.train.get_checkpoint_state(self.directory)
+        if state:
+            self._saver.recover_last_checkpoints(list(state.all_model_checkpoint_paths))
+
+    @staticmethod
+    def directory_of(model_dir, rank):
+        return os.path.join(model_dir, "input_state", f"rank-{rank}")
+
+    @classmethod
+    def prefix(cls, model_dir, rank, step):
+        return os.path.join(cls.directory_of(model_dir, rank), f"input.ckpt-{step}")
+
+    @classmethod
+    def exists(cls, model_dir, rank, step, fingerprint=""):
+        """Whether the input position of `step` was saved completely on `rank`, for the input
+        that `fingerprint` describes."""
+        return (cls._stored_fingerprint(cls.directory_of(model_dir, rank)) == fingerprint
+                and tf.io.gfile.exists(cls.prefix(model_dir, rank, step) + ".index"))
+
+    @staticmethod
+    def _stored_fingerprint(directory):
+        try:
+            with open(os.path.join(directory, "fingerprint"), encoding="utf-8") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def save(self, session, step):
+        if self._stored_fingerprint(self.directory) != self._fingerprint:
+            shutil.rmtree(self.directory, ignore_errors=True)  # states of another input
+            os.makedirs(self.directory)
+            path = os.path.join(self.directory, "fingerprint")
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                f.write(self._fingerprint)
+            os.replace(path + ".tmp", path)
+        self._saver.save(session, os.path.join(self.directory, "input.ckpt"), global_step=step,
+                         write_meta_graph=False)
+
+    def restore(self, session, step):
+        self._saver.restore(session, os.path.join(self.directory, f"input.ckpt-{step}"))
+
+
+class _RestoreInputHook(tf1.train.SessionRunHook):
+    """Restores the saved input position of `step` once the session exists."""
+
+    def __init__(self, input_state, step):
+        self._input_state = input_state
+        self._step = step
+
+    def after_create_session(self, session, coord):
+        try:
+            self._input_state.restore(session, self._step)
+        except tf.errors.OpError as error:
+            raise TrainingError(
+                f"cannot restore the input position of step {self._step} from "
+                f"{self._input_state.directory} "
+                f"({error.message.splitlines()[0]}); delete that directory to resume by "
+                "re-reading the input (slower, the same batches)") from None
+
+
+class NonFiniteUpdateHook(tf1.train.SessionRunHook):
+    """Stops the run (TrainingError) after `max_consecutive` updates in a row were skipped for
+    non-finite gradients, naming the step, the losses and the latest complete checkpoint.
+
+    The skipped updates changed nothing, so nothing is lost beyond them; nothing is saved at the
+    end of a run stopped this way (CheckpointHook.end does not run after an exception).
+    """
+
+    def __init__(self, step_after, skipped_after, losses, max_consecutive, model_dir):
+        self._fetches = {"step": step_after, "skipped": skipped_after, **losses}
+        self._max_consecutive = max_consecutive
+        self._model_dir = model_dir
+        self._in_a_row = 0
+
+    def after_create_session(self, session, coord):
+        self._skipped = None
+
+    def before_run(self, run_context):
+        return tf1.train.SessionRunArgs(self._fetches)
+
+    def after_run(self, run_context, run_values):
+        values = run_values.results
+        skipped = int(values["skipped"])
+        if self._skipped is not None and skipped > self._skipped:
+            self._in_a_row += skipped - self._skipped
+        elif self._skipped is not None and int(values["step"]) > self._last_step:
+            self._in_a_row = 0
+        self._skipped, self._last_step = skipped, int(values["step"])
+        if self._in_a_row >= self._max_consecutive:
+            raise TrainingError(self._message(values))
+
+    def _message(self, values):
+        losses = ", ".join(f"{name} {float(value):.4g}" for name, value in sorted(values.items())
+                           if name.endswith("loss") or name == "loss_scaler")
+        latest = tf1.train.latest_checkpoint(self._model_dir) or "none (nothing was saved yet)"
+        what = ("a non-finite update" if self._max_consecutive == 1 else
+                f"{self._in_a_row} non-finite updates in a row (--max_consecutive_skips)")
+        return (f"stopped at step {int(values['step'])} after {what}: gradients hold NaN or Inf "
+                f"({losses}); the update was not applied. Latest good checkpoint: {latest}. "
+                "Lower --learning_rate, use --amp loss scaling, or check the data")
+
+
+class CheckpointHook(tf1.train.SessionRunHook):
+    """Saves every `save_steps` updates and at the end: every rank its `InputState`, then the
+    chief (the one with a `saver`) the model to `model_dir/model.ckpt-STEP`.
+
+    Never saves at the step the session started from: that checkpoint exists already (a resumed
+    run must not rewrite the file it restored), or the run has not trained yet. Never saves
+    weights holding NaN or Inf. A failed save (full disk, permissions) removes its partial files
+    and raises TrainingError; the previous checkpoint stays the latest.
+    """
+
+    def __init__(self, saver, input_state, model_dir, step_after, save_steps):
         self._saver = saver
+        self._input_state = input_state
+        self._model_dir = model_dir
         self._prefix = os.path.join(model_dir, "model.ckpt")
         self._step_after = step_after
         self._save_steps = save_steps
+
+    def begin(self):
+        floating = [v for v in tf1.global_variables() if v.dtype.base_dtype.is_floating]
+        self._all_finite = tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(v.read_value())) for v in floating])
+        self._checkpoint_bytes = sum(
+            v.shape.num_elements() * v.dtype.base_dtype.size for v in tf1.global_variables()
+            if v.shape.is_fully_defined())
 
     def after_create_session(self, session, coord):
         self._saved_step = self._step = int(session.run(tf1.train.get_global_step()))
@@ -296,8 +480,58 @@ class CheckpointHook(tf1.train.SessionRunHook):
             self._save(session)
 
     def _save(self, session):
-        self._saver.save(session, self._prefix, global_step=self._step)
+        if self._saver is not None and not session.run(self._all_finite):
+            raise TrainingError(
+                f"weights hold NaN or Inf at step {self._step}: not saved. Latest good "
+                f"checkpoint: {tf1.train.latest_checkpoint(self._model_dir)}. Lower "
+                "--learning_rate, use --amp loss scaling, or check the data")
+        try:
+            self._input_state.save(session, self._step)
+            if self._saver is not None:
+                self._saver.save(session, self._prefix, global_step=self._step,
+                                 write_meta_graph=False)
+        except (tf.errors.OpError, OSError) as error:
+            self._remove_partial_files()
+            raise TrainingError(self._save_failure(error)) from None
         self._saved_step = self._step
+
+    def _remove_partial_files(self):
+        """Deletes what the failed save of this step wrote, unless it became the latest."""
+        prefix = f"{self._prefix}-{self._step}"
+        partial = []
+        if tf1.train.latest_checkpoint(self._model_dir) != prefix:
+            partial += glob.glob(glob.escape(prefix) + ".*") + glob.glob(glob.escape(prefix)
+                                                                         + "_temp*")
+        state_prefix = os.path.join(self._input_state.directory, f"input.ckpt-{self._step}")
+        if tf1.train.latest_checkpoint(self._input_state.directory) != state_prefix:
+            partial += glob.glob(glob.escape(state_prefix) + ".*")
+        for directory in (self._model_dir, self._input_state.directory):
+            partial += glob.glob(os.path.join(glob.escape(directory), "checkpoint.tmp*"))
+        for path in partial:
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                _unlink(path)
+
+    def _save_failure(self, error):
+        reason = error.message if isinstance(error, tf.errors.OpError) else str(error)
+        try:
+            free = f"{shutil.disk_usage(self._model_dir).free / 2**20:.1f} MB free"
+        except OSError:
+            free = "free space unknown"
+        latest = tf1.train.latest_checkpoint(self._model_dir) or "none (nothing was saved yet)"
+        return (f"cannot save the checkpoint of step {self._step} in {self._model_dir}: "
+                f"{reason.splitlines()[0]}. A checkpoint needs about "
+                f"{self._checkpoint_bytes / 2**20:.1f} MB ({free}); free space or fix the "
+                "permissions there, or pass another --output_dir. The latest complete "
+                f"checkpoint, {latest}, is intact: re-running resumes from it")
+
+
+def _unlink(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 class _FinalValuesHook(tf1.train.SessionRunHook):

@@ -13,6 +13,7 @@ masks and weights to float.
 """
 
 import collections
+import contextlib
 import copy
 import json
 import math
@@ -229,11 +230,35 @@ def create_initializer(initializer_range=0.02):
     return tf.compat.v1.truncated_normal_initializer(stddev=initializer_range)
 
 
+# Seeds of the `stateless_dropout` blocks being built: [seed tensor, dropout ops created so far].
+_DROPOUT_SEEDS = []
+
+
+@contextlib.contextmanager
+def stateless_dropout(seed):
+    """Within this block, `dropout` draws from stateless random ops keyed by `seed` (an int32 or
+    int64 [2] tensor) and by the dropout op's place in the order of creation, so that the masks
+    are a function of `seed` alone: a run that passes, e.g., a seed made of (global step,
+    micro-batch, rank) draws the same masks after a restart. Outside such a block dropout is
+    TensorFlow's stateful `tf.nn.dropout`, as in Google's code.
+    """
+    _DROPOUT_SEEDS.append([tf.cast(seed, tf.int64), 0])
+    try:
+        yield
+    finally:
+        _DROPOUT_SEEDS.pop()
+
+
 def dropout(x, rate):
     """Dropout with drop probability `rate`; the identity when `rate` is 0."""
     if not rate:
         return x
-    return tf.nn.dropout(x, rate=rate)
+    if not _DROPOUT_SEEDS:
+        return tf.nn.dropout(x, rate=rate)
+    block = _DROPOUT_SEEDS[-1]
+    seed = tf.random.experimental.stateless_fold_in(block[0], block[1])
+    block[1] += 1
+    return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed)
 
 
 def layer_norm(x, name):
@@ -436,6 +461,45 @@ _CONFIG_KEY_OF_TABLE = {
     "bert/embeddings/position_embeddings": "max_position_embeddings",
     "bert/embeddings/token_type_embeddings": "type_vocab_size",
 }
+
+_WORD_EMBEDDINGS = "bert/embeddings/word_embeddings"
+
+
+def checkpoint_config_mismatches(init_checkpoint, bert_config):
+    """How the architecture of a checkpoint with Google's names differs from `bert_config`, read
+    from its variables' shapes alone (no graph): vocab_size, hidden_size (word embeddings),
+    max_position_embeddings, type_vocab_size, num_hidden_layers (the encoder's layer_N scopes),
+    intermediate_size (layer 0's intermediate kernel). num_attention_heads shows in no shape.
+
+    Returns:
+        [(config key, value in the checkpoint, value in bert_config, evidence)], [] when the
+        shapes fit; evidence names the variable and its shape.
+    Raises:
+        ValueError: the checkpoint has no bert/embeddings/word_embeddings (not a BERT checkpoint
+            with Google's variable names).
+    """
+    shapes = {name: list(shape) for name, shape in tf.train.list_variables(init_checkpoint)}
+    if _WORD_EMBEDDINGS not in shapes:
+        raise ValueError(f"{init_checkpoint} has no {_WORD_EMBEDDINGS}: not a BERT checkpoint "
+                         "with Google's variable names (convert it with convert_checkpoint.py)")
+    found = {}  # config key -> (value, evidence)
+
+    def from_shape(name, key, axis):
+        if name in shapes and len(shapes[name]) > axis:
+            found[key] = (shapes[name][axis], f"{name} {shapes[name]}")
+
+    from_shape(_WORD_EMBEDDINGS, "vocab_size", 0)
+    from_shape(_WORD_EMBEDDINGS, "hidden_size", 1)
+    from_shape("bert/embeddings/position_embeddings", "max_position_embeddings", 0)
+    from_shape("bert/embeddings/token_type_embeddings", "type_vocab_size", 0)
+    layers = {int(match.group(1)) for match in
+              (re.match(r"bert/encoder/layer_(\d+)/", name) for name in shapes) if match}
+    if layers:
+        found["num_hidden_layers"] = (max(layers) + 1,
+                                      f"bert/encoder/layer_0 .. layer_{max(layers)}")
+    from_shape("bert/encoder/layer_0/intermediate/dense/kernel", "intermediate_size", 1)
+    return [(key, value, getattr(bert_config, key), evidence)
+            for key, (value, evidence) in found.items() if value != getattr(bert_config, key)]
 
 
 def init_from_checkpoint(init_checkpoint, tvars=None):

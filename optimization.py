@@ -15,7 +15,9 @@ Order of operations in each run (NVIDIA's):
      variables, so each micro-batch is clipped on its own before accumulation and, with
      `allreduce_post_accumulation`, before the allreduce);
   4. accumulate (N > 1); on update runs: allreduce of the sums (`allreduce_post_accumulation`),
-     then with `amp` skip the update if any gradient is non-finite; apply; global_step += 1.
+     then skip the update if any gradient is non-finite (in every precision: a NaN or Inf never
+     reaches the weights; `skipped_steps` counts the skips and the runner decides when to stop);
+     apply; global_step += 1.
 Both allreduces see loss-scaled values (NVIDIA reduces the summed gradients unscaled), so that an
 fp16-compressed allreduce neither flushes small gradients to zero nor hides an overflow: the
 finiteness test runs on the reduced gradients, so every rank skips the same updates.
@@ -58,8 +60,7 @@ class OptimizerOps(NamedTuple):
     learning_rate: tf.Tensor  # float32 scalar: the rate of the next update, for logging
     global_step: tf.Variable  # int64: counts applied updates
     loss_scale: tf.Variable | None  # float32 dynamic loss scale; None without amp
-    # int64: updates skipped for non-finite gradients; None without amp (nothing is skipped then)
-    skipped_steps: tf.Variable | None
+    skipped_steps: tf.Variable  # int64: updates skipped for non-finite gradients
 
 
 def create_optimizer(
@@ -111,8 +112,9 @@ def create_optimizer(
         instead of every micro-batch's gradients.
       clip_norm: global norm each micro-batch's gradients are clipped to; None disables clipping.
       amp: dynamic loss scaling for mixed precision (the fp16 rewrite itself is enabled by the
-        session config); an update with non-finite gradients is skipped: weights, moments,
-        global_step and so the learning rate stay as they are, and the scale drops.
+        session config); the scale drops after every update with non-finite gradients. Such
+        an update is skipped with or without `amp`: weights, moments, global_step and so the
+        learning rate stay as they are, and `skipped_steps` grows by one.
       init_loss_scale: loss scale at the start (`amp` only).
       loss_scale_growth_interval: consecutive finite updates after which the scale doubles.
       distributed: the distributed handle (see distributed.py); None means a single process.
@@ -151,12 +153,12 @@ def create_optimizer(
         raise ValueError(f"trainable variables must be float32 (mixed precision keeps fp32 "
                          f"weights); these are not: {not_fp32}")
 
-    loss_scale = good_steps = skipped_steps = None
+    loss_scale = good_steps = None
+    skipped_steps = _counter("skipped_steps")
     if amp:
         loss_scale = tf1.get_variable("loss_scale", initializer=float(init_loss_scale),
                                       dtype=tf.float32, trainable=False)
         good_steps = _counter("loss_scale_good_steps")
-        skipped_steps = _counter("skipped_steps")
     scaled_loss = loss if n == 1 else loss * (1.0 / n)
     if amp:
         scaled_loss = scaled_loss * loss_scale
@@ -176,7 +178,7 @@ def create_optimizer(
         grads, _ = tf.clip_by_global_norm(grads, clip_norm)
 
     def apply(final_grads):
-        """Apply the update (or skip it under amp); returns the op."""
+        """Apply the update, or skip it when a gradient is not finite; returns the op."""
         def update():
             if is_lamb:
                 ops = _lamb_updates(final_grads, tvars, slots, learning_rate, global_step,
@@ -187,10 +189,10 @@ def create_optimizer(
             with tf.control_dependencies(ops):
                 return tf.group(global_step.assign_add(1))
 
-        if not amp:
-            return update()
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in final_grads])
         applied = tf.cond(finite, update, lambda: tf.group(skipped_steps.assign_add(1)))
+        if not amp:
+            return applied
         with tf.control_dependencies([applied]):
             return _update_loss_scale(finite, loss_scale, good_steps, loss_scale_growth_interval)
 
@@ -351,10 +353,34 @@ def _update_loss_scale(finite, loss_scale, good_steps, growth_interval):
     return tf.group(loss_scale.assign(new_scale), good_steps.assign(new_good))
 
 
+def _micro_batch_counter():
+    """The int32 variable `local_step` (NVIDIA's name): micro-batches of the update in progress."""
+    with tf1.variable_scope(tf1.get_variable_scope(), reuse=tf1.AUTO_REUSE):
+        return tf1.get_variable("local_step", shape=[], dtype=tf.int32,
+                                initializer=tf1.zeros_initializer(), trainable=False)
+
+
+def step_seed(seed, rank=0, num_accumulation_steps=1):
+    """int64 [2] seed of this run of train_op: a function of (`seed`, global step, micro-batch
+    index, `rank`) alone, for stateless random ops (`modeling.stateless_dropout`).
+
+    Every update, micro-batch and rank draws differently, and a run restarted from a checkpoint
+    draws exactly what the uninterrupted run drew. Build it in the training graph before
+    `create_optimizer` (it reads the variables that the update increments, and the update
+    depends on what is drawn, so each run reads them before they change).
+    """
+    global_step = tf1.train.get_or_create_global_step()
+    value = tf.random.experimental.stateless_fold_in(
+        tf.constant([seed, 0], tf.int64), tf.cast(global_step.read_value(), tf.int64))
+    if num_accumulation_steps > 1:
+        value = tf.random.experimental.stateless_fold_in(
+            value, tf.cast(_micro_batch_counter().read_value(), tf.int64))
+    return tf.random.experimental.stateless_fold_in(value, rank)
+
+
 def _accumulate_and_apply(grads, tvars, n, apply, distributed, post_accumulation, loss_scale):
     """Add this micro-batch's gradients to fp32 accumulators; on every n-th run apply them."""
-    local_step = tf1.get_variable("local_step", shape=[], dtype=tf.int32,
-                                  initializer=tf1.zeros_initializer(), trainable=False)
+    local_step = _micro_batch_counter()
     accums = [tf1.get_variable(f"{v.op.name}/accum", shape=v.shape, dtype=tf.float32,
                                initializer=tf1.zeros_initializer(), trainable=False)
               for v in tvars]

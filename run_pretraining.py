@@ -19,12 +19,14 @@ Re-running with the same `--output_dir` resumes from its
 latest checkpoint; `--init_checkpoint` is loaded only when `--output_dir` has none.
 """
 
+import contextlib
 import json
 import os
 import sys
 
 import tensorflow as tf
 from absl import app, flags, logging
+from google.protobuf.message import DecodeError
 
 import distributed as distributed_lib
 import estimator
@@ -67,6 +69,10 @@ flags.DEFINE_integer("display_loss_steps", 10, "Log losses and throughput every 
 flags.DEFINE_integer("max_eval_steps", 100, "At most this many eval batches.")
 flags.DEFINE_bool("horovod", False, "Data-parallel training with Horovod, one process per rank "
                   "(launch with mpiexec or horovodrun).")
+flags.DEFINE_integer("rank_timeout_seconds", 300, "With --horovod: when a rank makes no progress "
+                     "in a training step for this long (stopped, dead or hung) every rank exits "
+                     "(code 75) naming it; saving, restoring and evaluating do not count, the "
+                     "first step may take 3x. 0: wait forever.", lower_bound=0)
 flags.DEFINE_bool("fp16_allreduce", False, "Compress gradients to float16 for the Horovod "
                   "allreduce; always on with float16 --amp, as NVIDIA does.")
 flags.DEFINE_bool("amp", False, "Automatic mixed precision (grappler rewrite) with dynamic loss "
@@ -76,10 +82,16 @@ flags.DEFINE_bool("manual_fp16", False, "NVIDIA's manual fp16 casts; here it run
 flags.DEFINE_enum("amp_dtype", "float16", ["float16", "bfloat16"],
                   "Mixed-precision type: float16 (loss-scaled) or bfloat16 (oneDNN rewrite).")
 flags.DEFINE_integer("init_loss_scale", 2**32, "Initial dynamic loss scale (float16 AMP).")
+flags.DEFINE_integer("max_consecutive_skips", 100, "With float16 loss scaling: stop after this "
+                     "many updates in a row skipped for non-finite gradients (the scale halves "
+                     "at each). Without loss scaling the first non-finite update stops the run.")
 flags.DEFINE_bool("use_xla", False, "XLA auto-clustering (jit) of the training step.")
 flags.DEFINE_integer("intra_op_threads", 0, "Threads inside one op (0: TensorFlow's choice).")
 flags.DEFINE_integer("inter_op_threads", 0, "Ops run in parallel (0: TensorFlow's choice).")
 flags.DEFINE_integer("seed", 12345, "Seeds initialisation, dropout and the order of the data.")
+flags.DEFINE_bool("skip_corrupt_records", False, "Leave out corrupt input records (truncated, bad "
+                  "CRC, not a tf.train.Example, wrong feature lengths) instead of stopping; "
+                  "their count is logged per file and in the run summary.")
 
 # Launchers that set one of these to more than 1 started several processes.
 _WORLD_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "HOROVOD_SIZE")
@@ -94,6 +106,7 @@ def _check_positive():
                           ("num_warmup_steps", 0), ("num_accumulation_steps", 1),
                           ("save_checkpoints_steps", 1), ("keep_checkpoint_max", 1),
                           ("display_loss_steps", 1), ("max_eval_steps", 1),
+                          ("max_consecutive_skips", 1),
                           ("max_seq_length", 1), ("max_predictions_per_seq", 1),
                           ("intra_op_threads", 0), ("inter_op_threads", 0)):
         if FLAGS[name].value < minimum:
@@ -144,14 +157,78 @@ def _data_files(num_ranks):
     return (train_files if FLAGS.do_train else []), eval_files
 
 
-def _check_checkpoints():
+def _check_checkpoints(bert_config):
+    """The checkpoint the run will start from (the latest in --output_dir, else
+    --init_checkpoint) exists and has the architecture of --bert_config_file."""
     if FLAGS.init_checkpoint and not tf.io.gfile.exists(FLAGS.init_checkpoint + ".index"):
         raise FlagError(f"--init_checkpoint={FLAGS.init_checkpoint}: no checkpoint there (no "
                         ".index file); pass a checkpoint prefix such as .../model.ckpt-28252")
-    if (FLAGS.do_eval and not FLAGS.do_train and not FLAGS.init_checkpoint
-            and not tf1.train.latest_checkpoint(FLAGS.output_dir)):
+    latest = tf1.train.latest_checkpoint(FLAGS.output_dir)
+    if FLAGS.do_eval and not FLAGS.do_train and not FLAGS.init_checkpoint and not latest:
         raise FlagError(f"--do_eval without --do_train: no checkpoint in {FLAGS.output_dir}; "
                         "train first or pass --init_checkpoint")
+    if latest:
+        _check_checkpoint_fits(
+            latest, f"the checkpoint {latest} in --output_dir (the run resumes from it)",
+            bert_config, "pass the --bert_config_file the run in --output_dir was started with, "
+            "or a new --output_dir")
+    elif FLAGS.init_checkpoint:
+        _check_checkpoint_fits(
+            FLAGS.init_checkpoint, f"--init_checkpoint={FLAGS.init_checkpoint}", bert_config,
+            "pass the bert_config.json the checkpoint was trained with, or a checkpoint of "
+            "this architecture")
+
+
+def _check_checkpoint_fits(prefix, what, bert_config, fix):
+    """One line naming every config key on which checkpoint `prefix` and the config differ:
+    those its shapes show, and num_attention_heads from a bert_config.json beside it (Google's
+    release layout and convert_checkpoint.py's output)."""
+    try:
+        mismatches = modeling.checkpoint_config_mismatches(prefix, bert_config)
+    except ValueError as error:
+        raise FlagError(f"{what}: {error}") from None
+    except tf.errors.OpError as error:
+        raise FlagError(f"{what}: cannot read it ({error.message.splitlines()[0]}); {fix}"
+                        ) from None
+    beside = os.path.join(os.path.dirname(prefix), "bert_config.json")
+    if os.path.isfile(beside):
+        try:
+            heads = modeling.BertConfig.from_json_file(beside).num_attention_heads
+        except (OSError, ValueError, TypeError, KeyError):
+            heads = None  # not a config we can read: the shapes are all we know
+        if heads is not None and heads != bert_config.num_attention_heads:
+            mismatches.append(("num_attention_heads", heads, bert_config.num_attention_heads,
+                               beside))
+    if mismatches:
+        differences = "; ".join(f"{key} is {ours} in the checkpoint ({evidence}) but {theirs} in "
+                                "the config" for key, ours, theirs, evidence in mismatches)
+        raise FlagError(f"{what} does not fit --bert_config_file={FLAGS.bert_config_file}: "
+                        f"{differences}; {fix}")
+
+
+def _check_records_fit_config(files, bert_config):
+    """The first record of each file holds no token id >= vocab_size and no segment id >=
+    type_vocab_size of the config (an embedding lookup would fail at the first step)."""
+    limits = (("input_ids", "vocab_size", "token id"), ("masked_lm_ids", "vocab_size", "token id"),
+              ("segment_ids", "type_vocab_size", "segment id"))
+    for path in dict.fromkeys(files):
+        try:
+            record = input_pipeline.first_record(path)
+            features = tf.train.Example.FromString(record).features.feature if record else {}
+        except (input_pipeline.InputError, DecodeError):
+            continue  # a corrupt file is the input checks' business
+        for name, key, what in limits:
+            if name not in features or not features[name].int64_list.value:
+                continue
+            largest, limit = max(features[name].int64_list.value), getattr(bert_config, key)
+            if largest >= limit:
+                fix = (f"the data was made with a bigger vocabulary: regenerate it with the "
+                       f"model's vocab.txt, or pass the config of that vocabulary ({key} > "
+                       f"{largest})" if key == "vocab_size" else
+                       f"pass a config with {key} > {largest}, or regenerate the data")
+                raise FlagError(
+                    f"{path}: the first record has {what} {largest} in {name}, but {key} of "
+                    f"--bert_config_file={FLAGS.bert_config_file} is {limit}; {fix}")
 
 
 def check_flags(num_ranks):
@@ -171,7 +248,8 @@ def check_flags(num_ranks):
                         FLAGS.num_warmup_steps, FLAGS.num_train_steps)
     bert_config = _bert_config()
     train_files, eval_files = _data_files(num_ranks)
-    _check_checkpoints()
+    _check_records_fit_config([*train_files, *eval_files], bert_config)
+    _check_checkpoints(bert_config)
     return bert_config, train_files, eval_files
 
 
@@ -189,7 +267,9 @@ def distributed_handle():
     if launched > 1 and not FLAGS.horovod:
         raise FlagError(f"started as {launched} processes without --horovod: pass --horovod "
                         "(each process would otherwise train alone on the same output_dir)")
-    return distributed_lib.create(FLAGS.horovod, FLAGS.fp16_allreduce or _loss_scaling())
+    return distributed_lib.create(FLAGS.horovod, FLAGS.fp16_allreduce or _loss_scaling(),
+                                  rank_timeout_seconds=FLAGS.rank_timeout_seconds,
+                                  output_dir=FLAGS.output_dir)
 
 
 def thread_counts(distributed):
@@ -234,7 +314,25 @@ def session_config(distributed):
             rewrites.auto_mixed_precision = on
         else:
             rewrites.auto_mixed_precision_cpu = on
+            rewrites.optimizers.extend(CPU_FLOAT16_OPTIMIZERS)
     return config
+
+
+# Grappler's passes, in order, for float16 AMP on CPU: TensorFlow's defaults (pruning, function,
+# common_subgraph_elimination, constfold, shape, AMP, arithmetic, layout, remap, loop, dependency,
+# memory) with the AMP rewrite moved to the front. Its CPU mode emulates float16 (a cast to
+# float32 before each converted op, to float16 after) and needs the graph in topological order:
+# it walks the nodes in order, and an op seen before one of its inputs' producers leaves that
+# producer a fanout (the new cast) missing from the pass's type map, so `flat_hash_map::at`
+# throws std::out_of_range out of grappler (TF 2.21). The passes before it in the default order
+# erase nodes by swapping the last node into each hole (EraseNodesFromGraph), which moves
+# consumers ahead of producers: the eval graph of a 4-layer BERT lost its order that way, and
+# session.run, translating the C++ exception with the GIL released, died of SIGSEGV. At the
+# front the rewrite sees the graph as imported, which is topologically sorted; the passes after
+# it clean up its casts as before.
+CPU_FLOAT16_OPTIMIZERS = ("auto_mixed_precision_cpu", "pruning", "function",
+                          "common_subgraph_elimination", "constfold", "shape", "arithmetic",
+                          "layout", "remap", "loop", "dependency", "memory")
 
 
 def model_fn_builder(bert_config, distributed):
@@ -242,12 +340,18 @@ def model_fn_builder(bert_config, distributed):
 
     def model_fn(features, labels, mode, params):
         del labels, params  # labels are features here; settings come from the closure
-        if FLAGS.use_xla and mode == estimator.ModeKeys.TRAIN:
-            # Marks the step's ops (and their gradients) for XLA on any device; auto-clustering
-            # alone (global_jit_level) leaves CPU ops out.
-            with tf.xla.experimental.jit_scope():
-                return build(features, mode)
-        return build(features, mode)
+        if mode != estimator.ModeKeys.TRAIN:
+            return build(features, mode)
+        # Dropout masks are a function of (seed, global step, micro-batch, rank): a resumed run
+        # draws what the uninterrupted one would have.
+        seed = optimization.step_seed(FLAGS.seed, distributed.rank, FLAGS.num_accumulation_steps)
+        with modeling.stateless_dropout(seed):
+            if FLAGS.use_xla:
+                # Marks the step's ops (and their gradients) for XLA on any device;
+                # auto-clustering alone (global_jit_level) leaves CPU ops out.
+                with tf.xla.experimental.jit_scope():
+                    return build(features, mode)
+            return build(features, mode)
 
     def build(features, mode):
         model = modeling.BertModel(
@@ -275,7 +379,8 @@ def model_fn_builder(bert_config, distributed):
                       "learning_rate": ops.learning_rate}
             if ops.loss_scale is not None:
                 logged["loss_scaler"] = ops.loss_scale
-            return estimator.Spec(loss=total_loss, train_op=ops.train_op, logged_tensors=logged)
+            return estimator.Spec(loss=total_loss, train_op=ops.train_op, logged_tensors=logged,
+                                  skipped_steps=ops.skipped_steps)
 
         weights = tf.reshape(features["masked_lm_weights"], [-1])
         mlm_predictions = tf.argmax(mlm_log_probs, axis=-1, output_type=tf.int32)
@@ -304,6 +409,31 @@ def write_eval_results(output_dir, results):
     return path
 
 
+def input_fingerprint(files, distributed):
+    """What the training input depends on: a saved input position is restored only into the
+    same (files and their sizes, batch size, shapes, seed, ranks, --skip_corrupt_records)."""
+    return json.dumps({
+        "files": [[path, os.path.getsize(path)] for path in files],
+        "batch_size": FLAGS.train_batch_size, "max_seq_length": FLAGS.max_seq_length,
+        "max_predictions_per_seq": FLAGS.max_predictions_per_seq, "seed": FLAGS.seed,
+        "rank": distributed.rank, "ranks": distributed.size,
+        "skip_corrupt_records": FLAGS.skip_corrupt_records}, sort_keys=True)
+
+
+@contextlib.contextmanager
+def _naming_corrupt_records(files):
+    """Turns an error of reading or parsing the input into an InputError naming the file, the
+    record and the fix; `files()` gives the candidate files, the likeliest first."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, UnicodeDecodeError) as error:
+        found = input_pipeline.corrupt_record_error(error, files(), FLAGS.max_seq_length,
+                                                    FLAGS.max_predictions_per_seq)
+        if found is None:
+            raise
+        raise found from None
+
+
 def run(bert_config, train_files, eval_files, distributed):
     """Train and/or evaluate as the flags say; returns the eval results or None."""
     if distributed.is_chief:
@@ -314,7 +444,8 @@ def run(bert_config, train_files, eval_files, distributed):
         model_dir=FLAGS.output_dir, save_checkpoints_steps=FLAGS.save_checkpoints_steps,
         keep_checkpoint_max=FLAGS.keep_checkpoint_max, log_every_steps=FLAGS.display_loss_steps,
         sequences_per_run=FLAGS.train_batch_size * distributed.size,
-        session_config=session_config(distributed), seed=FLAGS.seed, distributed=distributed)
+        session_config=session_config(distributed), seed=FLAGS.seed, distributed=distributed,
+        max_consecutive_skips=FLAGS.max_consecutive_skips if _loss_scaling() else 1)
 
     def warm_start():
         try:
@@ -323,7 +454,14 @@ def run(bert_config, train_files, eval_files, distributed):
             raise FlagError(str(error)) from None
         logging.info("initialised from %s", FLAGS.init_checkpoint)
 
-    runner = estimator.Estimator(model_fn_builder(bert_config, distributed), config,
+    model_fn = model_fn_builder(bert_config, distributed)
+    train_skips = eval_skips = None
+    if FLAGS.skip_corrupt_records:
+        train_skips = input_pipeline.SkippedRecords(
+            input_pipeline.rank_files(train_files, distributed.rank, distributed.size), "train")
+        eval_skips = input_pipeline.SkippedRecords(eval_files, "eval")
+        model_fn = train_skips.model_fn(model_fn)  # takes the skip counts out of the features
+    runner = estimator.Estimator(model_fn, config,
                                  warm_start=warm_start if FLAGS.init_checkpoint else None,
                                  logger=logger)
 
@@ -331,20 +469,36 @@ def run(bert_config, train_files, eval_files, distributed):
         return input_pipeline.train_dataset(
             train_files, FLAGS.train_batch_size, FLAGS.max_seq_length,
             FLAGS.max_predictions_per_seq, FLAGS.seed, distributed.rank, distributed.size,
-            skip_batches=params["global_step"] * FLAGS.num_accumulation_steps)
+            skip_batches=params["skip_steps"] * FLAGS.num_accumulation_steps,
+            skip_corrupt_records=FLAGS.skip_corrupt_records)
 
     def eval_input_fn(params):
         del params
         return input_pipeline.eval_dataset(eval_files, FLAGS.eval_batch_size,
-                                           FLAGS.max_seq_length, FLAGS.max_predictions_per_seq)
+                                           FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
+                                           skipped=eval_skips)
+
+    def likely_train_files():
+        records_read = (runner.checkpoint_step() * FLAGS.num_accumulation_steps
+                        * FLAGS.train_batch_size)
+        return input_pipeline.likely_reading_order(train_files, FLAGS.seed, distributed.rank,
+                                                   distributed.size, records_read)
 
     results = None
     try:
         if FLAGS.do_train:
-            runner.train(train_input_fn, FLAGS.num_train_steps,
-                         hooks=distributed.training_hooks())
+            hooks = [*distributed.training_hooks(), *([train_skips.hook()] if train_skips else [])]
+            with _naming_corrupt_records(likely_train_files):
+                runner.train(train_input_fn, FLAGS.num_train_steps, hooks=hooks,
+                             input_fingerprint=input_fingerprint(train_files, distributed))
+            if train_skips:
+                logger.summary("corrupt_records", train_skips.summary())
         if FLAGS.do_eval and distributed.is_chief:
-            results = runner.evaluate(eval_input_fn, steps=FLAGS.max_eval_steps)
+            with _naming_corrupt_records(lambda: eval_files):
+                results = runner.evaluate(eval_input_fn, steps=FLAGS.max_eval_steps)
+            if eval_skips:
+                eval_skips.log_counts()
+                logger.summary("corrupt_records", eval_skips.summary())
             path = write_eval_results(FLAGS.output_dir, results)
             logger.summary("outputs", {"eval_results": path})
         if distributed.is_chief:
@@ -365,8 +519,12 @@ def main(argv):
         configure_threads(distributed)
         bert_config, train_files, eval_files = check_flags(distributed.size)
         run(bert_config, train_files, eval_files, distributed)
-    except (FlagError, input_pipeline.InputError) as error:
+    except (FlagError, input_pipeline.InputError, estimator.TrainingError) as error:
         sys.exit(f"run_pretraining.py: error: {error}")
+    except OSError as error:  # a log or results file that cannot be written (disk full, ...)
+        sys.exit(f"run_pretraining.py: error: cannot write {error.filename or 'a file'}: "
+                 f"{error.strerror or error}; free space or fix the permissions there, or pass "
+                 "another --output_dir")
 
 
 if __name__ == "__main__":

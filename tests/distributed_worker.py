@@ -8,11 +8,20 @@ Both see the same examples: micro-batch k of the global run is examples [k*2b, (
 of a 2-rank run takes its r-th half. Ranks seed their initialisation differently (seed 1 + rank),
 so only the broadcast of rank 0's variables makes them start alike. Writes
 DUMP_DIR/<config>.rank<r>.npz for the configs in CONFIGS. Used by tests/test_distributed.py.
+
+  mpirun -np 2 python tests/distributed_worker.py DUMP_DIR --horovod --configs=plain \
+    --rank_timeout_seconds=6 --pause=1:3:8:after
+
+runs the stalled-rank watchdog; each --pause=RANK:RUN:SECONDS:WHERE makes rank RANK sleep
+SECONDS at its RUN-th session run (1-based), `inside` the step (a hang in its input or an op, as
+the watchdog sees it) or `after` it (as a slow checkpoint save or evaluation). Used by
+tests/test_stalled_rank.py.
 """
 
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -89,14 +98,42 @@ class DumpVariablesHook(tf1.train.SessionRunHook):
         np.savez(self._path, **{v.op.name: value for v, value in zip(variables, values)})
 
 
+class PauseHook(tf1.train.SessionRunHook):
+    """Sleeps `seconds` at the `run`-th session run, inside the step (in before_run, after the
+    watchdog's heartbeat hook marked the step started) or after it (in after_run)."""
+
+    def __init__(self, run, seconds, where):
+        self._run, self._seconds, self._where = run, seconds, where
+        self._runs = 0
+
+    def before_run(self, run_context):
+        self._runs += 1
+        if self._where == "inside" and self._runs == self._run:
+            time.sleep(self._seconds)
+
+    def after_run(self, run_context, run_values):
+        if self._where == "after" and self._runs == self._run:
+            time.sleep(self._seconds)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("dump_dir")
     parser.add_argument("--horovod", action="store_true")
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--rank_timeout_seconds", type=int, default=0)
+    parser.add_argument("--pause", action="append", default=[])
     args = parser.parse_args()
     tf1.disable_eager_execution()
-    distributed = distributed_lib.create(args.horovod)
-    for name, (accumulation, post_accumulation, clip_norm) in CONFIGS.items():
+    distributed = distributed_lib.create(args.horovod, rank_timeout_seconds=args.rank_timeout_seconds,
+                                         output_dir=args.dump_dir)
+    pauses = []
+    for pause in args.pause:
+        rank, run, seconds, where = pause.split(":")
+        if int(rank) == distributed.rank:
+            pauses.append(PauseHook(int(run), float(seconds), where))
+    for name in args.configs.split(","):
+        accumulation, post_accumulation, clip_norm = CONFIGS[name]
         data, batch = rank_examples(examples(GLOBAL_BATCH * accumulation * STEPS),
                                     distributed.rank, distributed.size)
         config = estimator.RunConfig(
@@ -109,7 +146,8 @@ def main():
         dump = os.path.join(args.dump_dir, f"{name}.size{distributed.size}.rank{distributed.rank}")
         runner.train(lambda params, data=data, batch=batch:
                      tf.data.Dataset.from_tensor_slices(data).batch(batch),
-                     STEPS, hooks=[*distributed.training_hooks(), DumpVariablesHook(dump)])
+                     STEPS, hooks=[*distributed.training_hooks(), *pauses,
+                                   DumpVariablesHook(dump)])
 
 
 if __name__ == "__main__":

@@ -107,15 +107,23 @@ def written_paths(trace_file, directory):
 
 def test_only_rank_0_writes_to_output_dir_and_rates_scale_with_ranks(data, tmp_path):
     """Property: under mpiexec with 2 ranks, rank 1 (traced by strace) writes nothing under
-    --output_dir while rank 0 writes checkpoints, one log record per step and one TensorBoard
-    file; the peak learning rate is --learning_rate x 2 (per-rank rate, as NVIDIA)."""
+    --output_dir but its heartbeat (.heartbeat/rank-1.json) and its own input position
+    (input_state/rank-1/) while rank 0 writes checkpoints, one log record per step and one
+    TensorBoard file; the peak learning rate is --learning_rate x 2 (per-rank rate, as NVIDIA)."""
     out = tmp_path / "run"
     cli = [sys.executable, *args(data, out, "--do_train", "--do_eval", "--horovod", steps=4)]
     trace = tmp_path / "rank1.strace"
     run(["mpiexec", "--allow-run-as-root", "--oversubscribe", "-np", "1", *cli, ":",
          "-np", "1", "strace", "-f", "-qq", "-e", "trace=%file", "-o", str(trace), *cli])
     assert os.path.getsize(trace) > 0  # strace ran rank 1
-    assert written_paths(trace, str(out)) == set()
+    heartbeat = os.path.join(str(out), ".heartbeat")
+    input_state = os.path.join(str(out), "input_state")
+    written = {path for path in written_paths(trace, str(out))
+               if not path.startswith(os.path.join(input_state, "rank-1") + os.sep)}
+    assert written <= {str(out), heartbeat, input_state, os.path.join(input_state, "rank-1"),
+                       os.path.join(heartbeat, "rank-1.json.tmp"),
+                       os.path.join(heartbeat, "rank-1.json")}
+    assert os.listdir(os.path.join(input_state, "rank-1"))
     assert checkpoint_step(out) == 4 and (out / "eval_results.txt").exists()
     assert [r["step"] for r in step_records(out)] == [1, 2, 3, 4]
     assert len([f for f in os.listdir(out) if f.startswith("events.out.tfevents")]) == 1
