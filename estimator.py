@@ -386,6 +386,7 @@ class _RestoreInputHook(tf1.train.SessionRunHook):
         self._step = step
 
     def after_create_session(self, session, coord):
+        start = time.monotonic()
         try:
             self._input_state.restore(session, self._step)
         except tf.errors.OpError as error:
@@ -394,6 +395,8 @@ class _RestoreInputHook(tf1.train.SessionRunHook):
                 f"{self._input_state.directory} "
                 f"({error.message.splitlines()[0]}); delete that directory to resume by "
                 "re-reading the input (slower, the same batches)") from None
+        logging.info("restored the input position of step %d in %.2f s", self._step,
+                     time.monotonic() - start)
 
 
 class NonFiniteUpdateHook(tf1.train.SessionRunHook):

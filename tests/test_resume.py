@@ -196,6 +196,8 @@ def test_kill_at_random_moments_never_loses_a_checkpoint(data, tmp_path):  # noq
             assert variables(latest)  # complete and readable
             assert checkpoint_step(out) >= latest_step
             latest_step = checkpoint_step(out)
+    print(f"kill -9 trials: {kills} kills, {during_save} while a save was in flight, latest "
+          f"checkpoint step after the last kill {latest_step} of {steps}")
     assert kills >= 10, f"only {kills} kills landed before the run finished"
     assert during_save >= 1, "no kill landed while a checkpoint was being written"
     train(data, out, *common, steps=steps)
