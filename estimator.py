@@ -393,7 +393,7 @@ class _RestoreInputHook(tf1.train.SessionRunHook):
             raise TrainingError(
                 f"cannot restore the input position of step {self._step} from "
                 f"{self._input_state.directory} "
-                f"({error.message.splitlines()[0]}); delete that directory to resume by "
+                f"({op_error_reason(error)}); delete that directory to resume by "
                 "re-reading the input (slower, the same batches)") from None
         logging.info("restored the input position of step %d in %.2f s", self._step,
                      time.monotonic() - start)
@@ -517,17 +517,26 @@ class CheckpointHook(tf1.train.SessionRunHook):
                 _unlink(path)
 
     def _save_failure(self, error):
-        reason = error.message if isinstance(error, tf.errors.OpError) else str(error)
+        reason = op_error_reason(error) if isinstance(error, tf.errors.OpError) else str(error)
         try:
             free = f"{shutil.disk_usage(self._model_dir).free / 2**20:.1f} MB free"
         except OSError:
             free = "free space unknown"
         latest = tf1.train.latest_checkpoint(self._model_dir) or "none (nothing was saved yet)"
         return (f"cannot save the checkpoint of step {self._step} in {self._model_dir}: "
-                f"{reason.splitlines()[0]}. A checkpoint needs about "
+                f"{reason}. A checkpoint needs about "
                 f"{self._checkpoint_bytes / 2**20:.1f} MB ({free}); free space or fix the "
                 "permissions there, or pass another --output_dir. The latest complete "
                 f"checkpoint, {latest}, is intact: re-running resumes from it")
+
+
+def op_error_reason(error):
+    """The line of a TensorFlow OpError's message that says what went wrong (not the "Graph
+    execution error" header, nor the Python stack of the failing node)."""
+    lines = [line.strip() for line in error.message.splitlines()]
+    noise = ("Graph execution error", "Detected at node", "File ", "Node:", "[[", "Hint:")
+    reasons = [line for line in lines if line and not line.startswith(noise)]
+    return reasons[0] if reasons else lines[0]
 
 
 def _unlink(path):

@@ -8,9 +8,11 @@ vocabulary words, and flags drawn from their sensible ranges. Two layers:
   record invariants and against google-research/bert's code (the bert-tensorflow package);
 - the CLI in a subprocess, fewer examples: exit code 0 with valid records, or a one-line error and
   no traceback.
+The reference's reader drops every \\r byte, and so must ours (a regression example below).
 Every run is reproducible: `derandomize=True` and no example database.
 """
 
+import contextlib
 import functools
 import io
 import itertools
@@ -40,7 +42,7 @@ IS_CONTINUATION = [token.startswith("##") for token in VOCAB_TOKENS]
 # WordPiece splits into several pieces, the groups of whole-word masking.
 WORDS = [token for token in VOCAB_TOKENS if not token.startswith(("##", "["))]
 
-# Byte strings that have broken tokenizers and readers elsewhere.
+# Byte strings likely to trip up a decoder, a tokenizer or a line reader.
 NASTY_PIECES = [
     b"\x00", b"\x00\x00\x00", b"\xff", b"\xfe\xff", b"\xc3", b"\xe2\x82", b"\xf0\x9f\x98",
     b"\x80\x80", b"\xc0\xaf",  # truncated sequences, stray continuation bytes, overlong "/"
@@ -89,7 +91,7 @@ FUZZ = settings(deadline=None, derandomize=True, database=None, print_blob=False
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.large_base_example])
 
-# A few fixed inputs tried first by every test below (regressions and known-nasty cases).
+# Fixed inputs every in-process run test tries first (regressions and known-nasty cases).
 FIXED_CORPORA = [
     b"",
     b"\n\n\n\r\n \t\n\xc2\xa0\n",  # nothing but line breaks and whitespace
@@ -233,14 +235,26 @@ def reference_documents(data, do_lower_case):
 _load_vocab_once = functools.cache(tokenization.load_vocab)
 
 
-def run_library(data, flags, directory):
-    """`create_pretraining_data.run` on `data`; its summary and records, or the DataError."""
+def run_library(data, flags, directory, lines_per_chunk=None, instances_per_batch=None):
+    """`create_pretraining_data.run` on `data`; its summary and records, or the DataError.
+    `lines_per_chunk` / `instances_per_batch` (optional) shrink the tokenizer's line chunks and
+    the encoder's instance batches, so that tiny corpora cross their boundaries."""
     input_path = os.path.join(directory, "input.txt")
     output_path = os.path.join(directory, "output.tfrecord")
     with open(input_path, "wb") as handle:
         handle.write(data)
+    maker = create_pretraining_data.InstanceMaker
+    instance_batches = maker.instance_batches
+    batch_size = instances_per_batch or create_pretraining_data._INSTANCES_PER_BATCH
     try:
-        with mock.patch.object(tokenization, "load_vocab", _load_vocab_once):
+        with contextlib.ExitStack() as patches:
+            patches.enter_context(mock.patch.object(tokenization, "load_vocab", _load_vocab_once))
+            if lines_per_chunk:
+                patches.enter_context(mock.patch.object(
+                    create_pretraining_data, "_LINES_PER_CHUNK", lines_per_chunk))
+            patches.enter_context(mock.patch.object(
+                maker, "instance_batches", lambda self, dupe_factor, progress=None:
+                instance_batches(self, dupe_factor, batch_size, progress)))
             summary = create_pretraining_data.run(input_path, output_path, VOCAB, num_workers=1,
                                                   log=io.StringIO(), **flags)
     except create_pretraining_data.DataError as error:
@@ -249,14 +263,15 @@ def run_library(data, flags, directory):
     return summary, read_examples(output_path)
 
 
-def with_fixed_corpora(do_whole_word_mask):
+def with_fixed_corpora(do_whole_word_mask, **other_arguments):
     """Adds an @example for each of FIXED_CORPORA."""
     def decorate(test):
         for data in FIXED_CORPORA:
             test = example(data=data, flags={
                 "max_seq_length": 8, "max_predictions_per_seq": 3, "masked_lm_prob": 0.15,
                 "short_seq_prob": 0.1, "dupe_factor": 2, "do_lower_case": True,
-                "do_whole_word_mask": do_whole_word_mask, "random_seed": 12345})(test)
+                "do_whole_word_mask": do_whole_word_mask, "random_seed": 12345},
+                **other_arguments)(test)
         return test
     return decorate
 
@@ -314,14 +329,16 @@ def reference_records(data, flags, directory):
 
 
 @settings(FUZZ, max_examples=120)
-@with_fixed_corpora(do_whole_word_mask=False)
-@given(data=corpus, flags=generator_settings.map(lambda f: {**f, "do_whole_word_mask": False}))
-def test_library_matches_google_reference(data, flags):
+@with_fixed_corpora(do_whole_word_mask=False, lines_per_chunk=2, instances_per_batch=3)
+@given(data=corpus, flags=generator_settings.map(lambda f: {**f, "do_whole_word_mask": False}),
+       lines_per_chunk=st.integers(1, 8), instances_per_batch=st.integers(1, 8))
+def test_library_matches_google_reference(data, flags, lines_per_chunk, instances_per_batch):
     """Property: on any bytes, with any flags, `run` writes the records google-research/bert's
     generator writes for the same text with invalid UTF-8 dropped: every feature of every record,
-    in order (whole-word masking aside: the packaged reference predates it)."""
+    in order (whole-word masking aside: the packaged reference predates it), also when documents
+    and instances straddle the boundaries of its tokenizing chunks and encoding batches."""
     with tempfile.TemporaryDirectory() as directory:
-        _, ours = run_library(data, flags, directory)
+        _, ours = run_library(data, flags, directory, lines_per_chunk, instances_per_batch)
         theirs = reference_records(data, flags, directory)
     ours = [] if ours is None else ours
     event("records" if ours else "no text")

@@ -109,7 +109,7 @@ def test_full_disk_save_fails_with_one_line_and_keeps_the_previous_checkpoint(
         line = last_line(result)
         assert line.startswith(f"run_pretraining.py: error: cannot save the checkpoint of step "
                                f"10 in {out}: "), line
-        assert "A checkpoint needs about" in line and "MB free" in line
+        assert "No space left on device. A checkpoint needs about" in line and "MB free" in line
         assert f"The latest complete checkpoint, {out}/model.ckpt-5, is intact" in line
         assert "Traceback" not in result.stderr
         assert tf.train.latest_checkpoint(str(out)) == f"{out}/model.ckpt-5"
