@@ -344,16 +344,18 @@ class InputState:
     def directory_of(model_dir, rank):
         return os.path.join(model_dir, "input_state", f"rank-{rank}")
 
-    @classmethod
-    def prefix(cls, model_dir, rank, step):
-        return os.path.join(cls.directory_of(model_dir, rank), f"input.ckpt-{step}")
+    @staticmethod
+    def step_prefix(directory, step):
+        """The checkpoint prefix of the input position of `step` in `directory`."""
+        return os.path.join(directory, f"input.ckpt-{step}")
 
     @classmethod
     def exists(cls, model_dir, rank, step, fingerprint=""):
         """Whether the input position of `step` was saved completely on `rank`, for the input
         that `fingerprint` describes."""
-        return (cls._stored_fingerprint(cls.directory_of(model_dir, rank)) == fingerprint
-                and tf.io.gfile.exists(cls.prefix(model_dir, rank, step) + ".index"))
+        directory = cls.directory_of(model_dir, rank)
+        return (cls._stored_fingerprint(directory) == fingerprint
+                and tf.io.gfile.exists(cls.step_prefix(directory, step) + ".index"))
 
     @staticmethod
     def _stored_fingerprint(directory):
@@ -375,7 +377,7 @@ class InputState:
                          write_meta_graph=False)
 
     def restore(self, session, step):
-        self._saver.restore(session, os.path.join(self.directory, f"input.ckpt-{step}"))
+        self._saver.restore(session, self.step_prefix(self.directory, step))
 
 
 class _RestoreInputHook(tf1.train.SessionRunHook):
@@ -433,12 +435,11 @@ class NonFiniteUpdateHook(tf1.train.SessionRunHook):
     def _message(self, values):
         losses = ", ".join(f"{name} {float(value):.4g}" for name, value in sorted(values.items())
                            if name.endswith("loss") or name == "loss_scaler")
-        latest = tf1.train.latest_checkpoint(self._model_dir) or "none (nothing was saved yet)"
         what = ("a non-finite update" if self._max_consecutive == 1 else
                 f"{self._in_a_row} non-finite updates in a row (--max_consecutive_skips)")
         return (f"stopped at step {int(values['step'])} after {what}: gradients hold NaN or Inf "
-                f"({losses}); the update was not applied. Latest good checkpoint: {latest}. "
-                "Lower --learning_rate, use --amp loss scaling, or check the data")
+                f"({losses}); the update was not applied. Latest good checkpoint: "
+                f"{_latest_checkpoint(self._model_dir)}. {NON_FINITE_FIXES}")
 
 
 class CheckpointHook(tf1.train.SessionRunHook):
@@ -486,8 +487,7 @@ class CheckpointHook(tf1.train.SessionRunHook):
         if self._saver is not None and not session.run(self._all_finite):
             raise TrainingError(
                 f"weights hold NaN or Inf at step {self._step}: not saved. Latest good "
-                f"checkpoint: {tf1.train.latest_checkpoint(self._model_dir)}. Lower "
-                "--learning_rate, use --amp loss scaling, or check the data")
+                f"checkpoint: {_latest_checkpoint(self._model_dir)}. {NON_FINITE_FIXES}")
         try:
             self._input_state.save(session, self._step)
             if self._saver is not None:
@@ -505,7 +505,7 @@ class CheckpointHook(tf1.train.SessionRunHook):
         if tf1.train.latest_checkpoint(self._model_dir) != prefix:
             partial += glob.glob(glob.escape(prefix) + ".*") + glob.glob(glob.escape(prefix)
                                                                          + "_temp*")
-        state_prefix = os.path.join(self._input_state.directory, f"input.ckpt-{self._step}")
+        state_prefix = InputState.step_prefix(self._input_state.directory, self._step)
         if tf1.train.latest_checkpoint(self._input_state.directory) != state_prefix:
             partial += glob.glob(glob.escape(state_prefix) + ".*")
         for directory in (self._model_dir, self._input_state.directory):
@@ -522,12 +522,20 @@ class CheckpointHook(tf1.train.SessionRunHook):
             free = f"{shutil.disk_usage(self._model_dir).free / 2**20:.1f} MB free"
         except OSError:
             free = "free space unknown"
-        latest = tf1.train.latest_checkpoint(self._model_dir) or "none (nothing was saved yet)"
         return (f"cannot save the checkpoint of step {self._step} in {self._model_dir}: "
                 f"{reason}. A checkpoint needs about "
                 f"{self._checkpoint_bytes / 2**20:.1f} MB ({free}); free space or fix the "
                 "permissions there, or pass another --output_dir. The latest complete "
-                f"checkpoint, {latest}, is intact: re-running resumes from it")
+                f"checkpoint, {_latest_checkpoint(self._model_dir)}, is intact: re-running "
+                "resumes from it")
+
+
+NON_FINITE_FIXES = "Lower --learning_rate, use --amp loss scaling, or check the data"
+
+
+def _latest_checkpoint(model_dir):
+    """The latest complete checkpoint of `model_dir`, or a phrase saying there is none."""
+    return tf1.train.latest_checkpoint(model_dir) or "none (nothing was saved yet)"
 
 
 def op_error_reason(error):
