@@ -51,6 +51,14 @@ class TrainingError(RuntimeError):
 class ModeKeys:
     TRAIN = "train"
     EVAL = "eval"
+    PREDICT = "infer"
+
+
+class PredictedBatch(NamedTuple):
+    """One batch of `Estimator.predict`: {name: numpy array} and the seconds its run took."""
+
+    values: dict
+    seconds: float
 
 
 class Spec(NamedTuple):
@@ -238,6 +246,31 @@ class Estimator:
         self.logger.summary("eval", dict(results, eval_batches=batches, eval_sequences=sequences,
                                          eval_seconds=round(seconds, 2)))
         return results
+
+
+    def predict(self, input_fn, checkpoint_path=None):
+        """Yields a `PredictedBatch` of model_fn's PREDICT-mode `predictions` for every batch of
+        one pass of the input, from the latest checkpoint (or `checkpoint_path`, or the warm
+        start).
+
+        Raises ValueError when there is no checkpoint and no warm start.
+        """
+        checkpoint_path = checkpoint_path or self.latest_checkpoint()
+        if checkpoint_path is None and self.warm_start is None:
+            raise ValueError(f"no checkpoint to predict with in {self.config.model_dir}: train "
+                             "first or pass an initial checkpoint")
+        with tf.Graph().as_default():
+            spec, _, _ = self._build(input_fn, ModeKeys.PREDICT, 0)
+            if not spec.predictions:
+                raise ValueError("model_fn in PREDICT mode must return predictions")
+            creator = tf1.train.ChiefSessionCreator(
+                scaffold=tf1.train.Scaffold(saver=tf1.train.Saver() if checkpoint_path else None),
+                checkpoint_filename_with_path=checkpoint_path, config=self.config.session_config)
+            with tf1.train.MonitoredSession(session_creator=creator) as session:
+                while not session.should_stop():
+                    start = time.monotonic()
+                    values = session.run(spec.predictions)
+                    yield PredictedBatch(values, time.monotonic() - start)
 
 
 def train_and_evaluate(estimator, train_input_fn, eval_input_fn, max_steps, eval_steps=None,

@@ -423,6 +423,26 @@ def get_next_sentence_output(bert_config, input_tensor, labels):
     return loss, per_example_loss, log_probs
 
 
+def get_squad_output(bert_config, sequence_output):
+    """SQuAD span head `cls/squad` (google-research/bert's run_squad names and initialisers).
+
+    Args:
+        bert_config: `BertConfig`.
+        sequence_output: [B, S, H] `BertModel.get_sequence_output()`.
+    Returns:
+        (start_logits: [B, S], end_logits: [B, S]), float32.
+    """
+    with tf.compat.v1.variable_scope("cls/squad"):
+        output_weights = tf.compat.v1.get_variable(
+            "output_weights", [2, bert_config.hidden_size],
+            initializer=create_initializer(bert_config.initializer_range))
+        output_bias = tf.compat.v1.get_variable(
+            "output_bias", [2], initializer=tf.zeros_initializer())
+    logits = tf.nn.bias_add(
+        tf.einsum("bsh,nh->bsn", sequence_output, output_weights), output_bias)
+    return logits[:, :, 0], logits[:, :, 1]
+
+
 def get_shape_list(tensor, expected_rank=None):
     """Shape of `tensor` as a list: Python ints where static, scalar tensors where dynamic."""
     shape = tensor.shape.as_list()

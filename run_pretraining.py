@@ -28,11 +28,11 @@ import tensorflow as tf
 from absl import app, flags, logging
 from google.protobuf.message import DecodeError
 
-import distributed as distributed_lib
 import estimator
 import input_pipeline
 import modeling
 import optimization
+import session_setup
 import train_logging
 
 tf1 = tf.compat.v1
@@ -92,10 +92,6 @@ flags.DEFINE_integer("seed", 12345, "Seeds initialisation, dropout and the order
 flags.DEFINE_bool("skip_corrupt_records", False, "Leave out corrupt input records (truncated, bad "
                   "CRC, not a tf.train.Example, wrong feature lengths) instead of stopping; "
                   "their count is logged per file and in the run summary.")
-
-# Launchers that set one of these to more than 1 started several processes.
-_WORLD_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "HOROVOD_SIZE")
-
 
 class FlagError(ValueError):
     """Flags that contradict each other, the data or the files; the message names the fix."""
@@ -263,76 +259,22 @@ def _loss_scaling():
 
 def distributed_handle():
     """The distributed handle of this process (see distributed.py)."""
-    launched = max(int(os.environ.get(name, "1")) for name in _WORLD_SIZE_VARIABLES)
-    if launched > 1 and not FLAGS.horovod:
-        raise FlagError(f"started as {launched} processes without --horovod: pass --horovod "
-                        "(each process would otherwise train alone on the same output_dir)")
-    return distributed_lib.create(FLAGS.horovod, FLAGS.fp16_allreduce or _loss_scaling(),
-                                  rank_timeout_seconds=FLAGS.rank_timeout_seconds,
-                                  output_dir=FLAGS.output_dir)
+    try:
+        return session_setup.distributed_handle(
+            FLAGS.horovod, FLAGS.fp16_allreduce or _loss_scaling(), FLAGS.rank_timeout_seconds,
+            FLAGS.output_dir)
+    except ValueError as error:
+        raise FlagError(str(error)) from None
 
 
-def thread_counts(distributed):
-    """(intra-op, inter-op) threads of this process: the flags', where they are 0 TensorFlow's
-    choice (0: all cores) for a lone process, and an even share of the machine's cores for ranks
-    that share it, instead of oversubscribing them."""
-    default_threads = 0
-    if distributed.local_size > 1:
-        default_threads = max(1, (os.cpu_count() or 1) // distributed.local_size)
-    return (FLAGS.intra_op_threads or default_threads, FLAGS.inter_op_threads or default_threads)
-
-
-def configure_threads(distributed):
-    """Sizes this process's thread pools; call before any graph or dataset is built.
-
-    The session config alone does not do it: the first tf.data function registers with the
-    eager context, which creates the CPU device and its intra-op pool with the context's
-    thread settings, and every later session's CPU device shares that pool.
-    """
-    intra, inter = thread_counts(distributed)
-    tf.config.threading.set_intra_op_parallelism_threads(intra)
-    tf.config.threading.set_inter_op_parallelism_threads(inter)
+def _threads():
+    return FLAGS.intra_op_threads, FLAGS.inter_op_threads
 
 
 def session_config(distributed):
     """ConfigProto with the thread counts, XLA and mixed-precision rewrites of the flags."""
-    intra, inter = thread_counts(distributed)
-    config = tf1.ConfigProto(intra_op_parallelism_threads=intra,
-                             inter_op_parallelism_threads=inter, allow_soft_placement=True)
-    has_gpu = bool(tf.config.list_physical_devices("GPU"))
-    if has_gpu:
-        config.gpu_options.visible_device_list = str(distributed.local_rank)
-        config.gpu_options.allow_growth = True
-    if FLAGS.use_xla:
-        config.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
-    if _amp():
-        rewrites = config.graph_options.rewrite_options
-        on = rewrites.ON
-        if FLAGS.amp_dtype == "bfloat16":
-            rewrites.auto_mixed_precision_onednn_bfloat16 = on
-        elif has_gpu:
-            rewrites.auto_mixed_precision = on
-        else:
-            rewrites.auto_mixed_precision_cpu = on
-            rewrites.optimizers.extend(CPU_FLOAT16_OPTIMIZERS)
-    return config
-
-
-# Grappler's passes, in order, for float16 AMP on CPU: TensorFlow's defaults (pruning, function,
-# common_subgraph_elimination, constfold, shape, AMP, arithmetic, layout, remap, loop, dependency,
-# memory) with the AMP rewrite moved to the front. Its CPU mode emulates float16 (a cast to
-# float32 before each converted op, to float16 after) and needs the graph in topological order:
-# it walks the nodes in order, and an op seen before one of its inputs' producers leaves that
-# producer a fanout (the new cast) missing from the pass's type map, so `flat_hash_map::at`
-# throws std::out_of_range out of grappler (TF 2.21). The passes before it in the default order
-# erase nodes by swapping the last node into each hole (EraseNodesFromGraph), which moves
-# consumers ahead of producers: the eval graph of a 4-layer BERT lost its order that way, and
-# session.run, translating the C++ exception with the GIL released, died of SIGSEGV. At the
-# front the rewrite sees the graph as imported, which is topologically sorted; the passes after
-# it clean up its casts as before.
-CPU_FLOAT16_OPTIMIZERS = ("auto_mixed_precision_cpu", "pruning", "function",
-                          "common_subgraph_elimination", "constfold", "shape", "arithmetic",
-                          "layout", "remap", "loop", "dependency", "memory")
+    return session_setup.session_config(distributed, *_threads(), use_xla=FLAGS.use_xla,
+                                        amp=_amp(), amp_dtype=FLAGS.amp_dtype)
 
 
 def model_fn_builder(bert_config, distributed):
@@ -516,7 +458,7 @@ def main(argv):
     tf1.disable_eager_execution()
     try:
         distributed = distributed_handle()
-        configure_threads(distributed)
+        session_setup.configure_threads(distributed, *_threads())
         bert_config, train_files, eval_files = check_flags(distributed.size)
         run(bert_config, train_files, eval_files, distributed)
     except (FlagError, input_pipeline.InputError, estimator.TrainingError) as error:

@@ -1,5 +1,5 @@
 """float16 --amp evaluation on CPU: grappler's auto_mixed_precision_cpu rewrite of the eval graph
-(which used to crash the process with SIGSEGV, run_pretraining.CPU_FLOAT16_OPTIMIZERS says why)."""
+(which used to crash the process with SIGSEGV, session_setup.CPU_FLOAT16_OPTIMIZERS says why)."""
 
 import math
 import os

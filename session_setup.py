@@ -1,0 +1,94 @@
+"""What every CLI that trains or predicts sets up before building a graph: the distributed
+handle, the process's thread pools, and the session config (threads, XLA, mixed precision).
+
+Shared by run_pretraining.py and run_squad.py; plain arguments, no flags.
+"""
+
+import os
+
+import tensorflow as tf
+
+import distributed as distributed_lib
+
+tf1 = tf.compat.v1
+
+# Launchers that set one of these to more than 1 started several processes.
+_WORLD_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "HOROVOD_SIZE")
+
+
+def distributed_handle(horovod, fp16_allreduce, rank_timeout_seconds, output_dir):
+    """The distributed handle of this process (see distributed.py); ValueError when it was
+    launched as several processes without `horovod`."""
+    launched = max(int(os.environ.get(name, "1")) for name in _WORLD_SIZE_VARIABLES)
+    if launched > 1 and not horovod:
+        raise ValueError(f"started as {launched} processes without --horovod: pass --horovod "
+                         "(each process would otherwise train alone on the same output_dir)")
+    return distributed_lib.create(horovod, fp16_allreduce,
+                                  rank_timeout_seconds=rank_timeout_seconds,
+                                  output_dir=output_dir)
+
+
+def thread_counts(distributed, intra_op_threads=0, inter_op_threads=0):
+    """(intra-op, inter-op) threads of this process: the given counts, where they are 0
+    TensorFlow's choice (0: all cores) for a lone process, and an even share of the machine's
+    cores for ranks that share it, instead of oversubscribing them."""
+    default_threads = 0
+    if distributed.local_size > 1:
+        default_threads = max(1, (os.cpu_count() or 1) // distributed.local_size)
+    return (intra_op_threads or default_threads, inter_op_threads or default_threads)
+
+
+def configure_threads(distributed, intra_op_threads=0, inter_op_threads=0):
+    """Sizes this process's thread pools; call before any graph or dataset is built.
+
+    The session config alone does not do it: the first tf.data function registers with the
+    eager context, which creates the CPU device and its intra-op pool with the context's
+    thread settings, and every later session's CPU device shares that pool.
+    """
+    intra, inter = thread_counts(distributed, intra_op_threads, inter_op_threads)
+    tf.config.threading.set_intra_op_parallelism_threads(intra)
+    tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+
+def session_config(distributed, intra_op_threads=0, inter_op_threads=0, use_xla=False,
+                   amp=False, amp_dtype="float16"):
+    """ConfigProto with the thread counts, XLA auto-clustering and the mixed-precision rewrite
+    (`amp_dtype` float16: the GPU rewrite, or its CPU variant without a GPU; bfloat16: oneDNN's).
+    """
+    intra, inter = thread_counts(distributed, intra_op_threads, inter_op_threads)
+    config = tf1.ConfigProto(intra_op_parallelism_threads=intra,
+                             inter_op_parallelism_threads=inter, allow_soft_placement=True)
+    has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    if has_gpu:
+        config.gpu_options.visible_device_list = str(distributed.local_rank)
+        config.gpu_options.allow_growth = True
+    if use_xla:
+        config.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
+    if amp:
+        rewrites = config.graph_options.rewrite_options
+        on = rewrites.ON
+        if amp_dtype == "bfloat16":
+            rewrites.auto_mixed_precision_onednn_bfloat16 = on
+        elif has_gpu:
+            rewrites.auto_mixed_precision = on
+        else:
+            rewrites.auto_mixed_precision_cpu = on
+            rewrites.optimizers.extend(CPU_FLOAT16_OPTIMIZERS)
+    return config
+
+
+# Grappler's passes, in order, for float16 AMP on CPU: TensorFlow's defaults (pruning, function,
+# common_subgraph_elimination, constfold, shape, AMP, arithmetic, layout, remap, loop, dependency,
+# memory) with the AMP rewrite moved to the front. Its CPU mode emulates float16 (a cast to
+# float32 before each converted op, to float16 after) and needs the graph in topological order:
+# it walks the nodes in order, and an op seen before one of its inputs' producers leaves that
+# producer a fanout (the new cast) missing from the pass's type map, so `flat_hash_map::at`
+# throws std::out_of_range out of grappler (TF 2.21). The passes before it in the default order
+# erase nodes by swapping the last node into each hole (EraseNodesFromGraph), which moves
+# consumers ahead of producers: the eval graph of a 4-layer BERT lost its order that way, and
+# session.run, translating the C++ exception with the GIL released, died of SIGSEGV. At the
+# front the rewrite sees the graph as imported, which is topologically sorted; the passes after
+# it clean up its casts as before.
+CPU_FLOAT16_OPTIMIZERS = ("auto_mixed_precision_cpu", "pruning", "function",
+                          "common_subgraph_elimination", "constfold", "shape", "arithmetic",
+                          "layout", "remap", "loop", "dependency", "memory")
