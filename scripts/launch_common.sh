@@ -3,6 +3,7 @@
 #   launcher N        LAUNCH=(mpiexec ... -np N) and HOROVOD=(--horovod) when N > 1, else empty
 #   require PATH...   one-line error and exit 1 for the first missing file or directory
 #   run LOG CMD...    DRY_RUN=1: print CMD (shell-quoted) and exit 0; else run it, output to LOG too
+#   report DIR, squad_report DIR   the results of a finished pre-training / SQuAD run
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=python3
 [[ -x $ROOT/.venv/bin/python ]] && PYTHON=$ROOT/.venv/bin/python
@@ -54,5 +55,23 @@ path = os.path.join(out, "eval_results.txt")
 if os.path.exists(path):
     results = dict(line.strip().split(" = ") for line in open(path) if " = " in line)
     print(f"eval masked_lm_accuracy: {float(results['masked_lm_accuracy']):.6f}")
+PY
+}
+
+# squad_report OUTPUT_DIR: EM, F1 and sequences/s of a finished run_squad.py run.
+squad_report() {
+  [[ ${DRY_RUN:-0} == 1 ]] && return 0
+  "$PYTHON" - "$1" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+records = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl"))]
+latest = {r["type"]: r["data"] for r in records}
+if "squad_v1.1" in latest:
+    print(f"EM: {latest['squad_v1.1']['exact_match']:.2f}  F1: {latest['squad_v1.1']['f1']:.2f}")
+if "throughput_train" in latest.get("train", {}):
+    print(f"training: {latest['train']['throughput_train']:.2f} sequences/s")
+if "predict" in latest:
+    print(f"prediction: {latest['predict']['throughput_predict']:.2f} sequences/s")
+print(f"predictions: {os.path.join(out, 'predictions.json')}")
 PY
 }

@@ -9,6 +9,9 @@ separate process (its absl flags would clash with the other oracle modules in th
       --max_seq_length=384 ... --n_best_size=20 --max_answer_length=30
       -> Google's predictions.json and nbest_predictions.json in OUT_DIR, for the logits in
          LOGITS_NPZ (arrays unique_ids, start_logits, end_logits)
+  python tests/google_squad.py predict_checkpoint SQUAD_JSON VOCAB BERT_CONFIG CHECKPOINT OUT_DIR
+      --max_seq_length=.. ... -> the same files from Google's model (create_model) restored
+         from CHECKPOINT
 
 The shim: bert.modeling imports `tensorflow.contrib.layers` (gone in TF 2); a module standing in
 for it, with TF1's `layer_norm`, is registered before the import.
@@ -62,6 +65,30 @@ def _examples_and_features(run_squad, squad_json, vocab, is_training):
     return examples, features
 
 
+def _google_logits(run_squad, features, config_file, checkpoint):
+    """Google's create_model (BertModel + cls/squad) restored from `checkpoint`, run on the
+    features in batches of 8: {"unique_ids", "start_logits", "end_logits"} arrays."""
+    from bert import modeling
+
+    config = modeling.BertConfig.from_json_file(config_file)
+    columns = {name: np.array([getattr(f, name) for f in features], np.int32)
+               for name in ("input_ids", "input_mask", "segment_ids")}
+    with tf.Graph().as_default(), tf.Session() as session:
+        inputs = {name: tf.placeholder(tf.int32, [None, value.shape[1]], name)
+                  for name, value in columns.items()}
+        start, end = run_squad.create_model(config, False, inputs["input_ids"],
+                                            inputs["input_mask"], inputs["segment_ids"], False)
+        tf.train.Saver().restore(session, checkpoint)
+        starts, ends = [], []
+        for first in range(0, len(features), 8):
+            feed = {inputs[name]: value[first:first + 8] for name, value in columns.items()}
+            batch_start, batch_end = session.run([start, end], feed)
+            starts.append(batch_start)
+            ends.append(batch_end)
+    return {"unique_ids": np.array([f.unique_id for f in features]),
+            "start_logits": np.concatenate(starts), "end_logits": np.concatenate(ends)}
+
+
 def main(argv):
     run_squad = import_run_squad()
     command, *positional = [arg for arg in argv[1:] if not arg.startswith("--")]
@@ -78,10 +105,15 @@ def main(argv):
                                      "token_is_max_context":
                                          sorted(x.token_is_max_context.items())}
                                     for x in features]}, f)
-    elif command == "predictions":
-        squad_json, vocab, logits_npz, out_dir = positional
-        examples, features = _examples_and_features(run_squad, squad_json, vocab, False)
-        logits = np.load(logits_npz)
+    elif command in ("predictions", "predict_checkpoint"):
+        if command == "predictions":
+            squad_json, vocab, logits_npz, out_dir = positional
+            examples, features = _examples_and_features(run_squad, squad_json, vocab, False)
+            logits = dict(np.load(logits_npz))
+        else:
+            squad_json, vocab, config, checkpoint, out_dir = positional
+            examples, features = _examples_and_features(run_squad, squad_json, vocab, False)
+            logits = _google_logits(run_squad, features, config, checkpoint)
         results = [run_squad.RawResult(int(u), [float(x) for x in s], [float(x) for x in e])
                    for u, s, e in zip(logits["unique_ids"], logits["start_logits"],
                                       logits["end_logits"], strict=True)]

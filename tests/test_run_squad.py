@@ -105,6 +105,25 @@ def test_prediction_files_and_scores(trained, inputs):
         assert float(results[key]) > 0
 
 
+def test_predictions_identical_to_google_for_the_same_checkpoint(trained, inputs, tmp_path):
+    """Google's run_squad (its features, model restored from our final checkpoint, its
+    write_predictions) writes the same predictions.json and nbest_predictions.json (texts,
+    order; logits to float32 round-off)."""
+    output, _ = trained
+    checkpoint = tf.compat.v1.train.latest_checkpoint(str(output))
+    run_cli([os.path.join("tests", "google_squad.py"), "predict_checkpoint", inputs["dev"], VOCAB,
+             inputs["config"], checkpoint, str(tmp_path), "--max_seq_length=128",
+             "--doc_stride=64", "--max_query_length=32"])
+    assert read_json(tmp_path / "predictions.json") == read_json(output / "predictions.json")
+    theirs, ours = (read_json(path / "nbest_predictions.json") for path in (tmp_path, output))
+    assert list(theirs) == list(ours)
+    for qid, entries in ours.items():
+        assert [e["text"] for e in entries] == [e["text"] for e in theirs[qid]], qid
+        for key in ("probability", "start_logit", "end_logit"):
+            np.testing.assert_allclose([e[key] for e in entries],
+                                       [e[key] for e in theirs[qid]], rtol=1e-4, atol=1e-4)
+
+
 def test_saved_model_gives_the_checkpoint_logits(trained, inputs):
     """The exported SavedModel's serving signature returns the logits that the final
     checkpoint gives in our graph, on real windows with padding."""

@@ -52,6 +52,13 @@ def dry(name, *args, env=None):
      ["--max_seq_length=512", "--max_predictions_per_seq=76", "--num_train_steps=25000",
       "--optimizer_type=lamb", "model.ckpt-28252", "eval_10k", "--max_eval_steps=625"]),
     ("run_mlperf.sh", ["config_A100x1x2"], {}, ["mpiexec", "-np 2", "--horovod"]),
+    ("run_squad.sh", [], {},
+     ["run_squad.py", "--train_batch_size=12", "--learning_rate=3e-5", "--num_train_epochs=2.0",
+      "--max_seq_length=384", "--doc_stride=128", "--max_query_length=64", "--do_train=True",
+      "--do_predict=True", "--warmup_proportion=0.1", "train-v1.1.json", "dev-v1.1.json"]),
+    ("run_squad.sh", [4, "3e-5", "bf16", "true", 4], {},
+     ["mpiexec", "-np 4", "--horovod", "--train_batch_size=4", "--amp", "--amp_dtype=bfloat16",
+      "--use_xla"]),
 ])
 def test_dry_run_prints_the_published_setup(name, args, env, expected):
     """DRY_RUN=1 prints the exact command with the flags of the published set-up, exit 0."""
@@ -197,3 +204,32 @@ def test_prepare_data_is_resumable_and_checks_md5(tmp_path, data):
     assert "eval set already done" in second.stdout
     assert (out / "training" / "part-0.tfrecord").stat().st_mtime_ns == kept
     assert os.path.exists(out / "training" / "part-2.tfrecord")
+
+
+def test_squad_script_fine_tunes_predicts_and_reports(tmp_path):
+    """run_squad.sh with a tiny BERT (random weights) on a few SQuAD questions: trains,
+    predicts, and prints EM, F1, sequences/s and where predictions.json is."""
+    import tensorflow as tf
+
+    from test_squad import DEV, TRAIN, subset
+
+    import modeling
+
+    bert_dir = tmp_path / "bert"
+    bert_dir.mkdir()
+    (bert_dir / "bert_config.json").write_text(json.dumps(TINY_CONFIG), "utf-8")
+    os.symlink(os.path.join(REPO, "data", "vocab.txt"), bert_dir / "vocab.txt")
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        modeling.BertModel(modeling.BertConfig.from_dict(TINY_CONFIG), False,
+                           tf.zeros([1, 8], tf.int32))
+        session.run(tf.compat.v1.global_variables_initializer())
+        tf.compat.v1.train.Saver().save(session, str(bert_dir / "bert_model.ckpt"))
+    result = script("run_squad.sh", 16, "1e-3", "fp32", "false", 1, 128, 64, 1.0, env={
+        "BERT_DIR": str(bert_dir), "TRAIN_FILE": subset(TRAIN, tmp_path / "train.json", 60),
+        "PREDICT_FILE": subset(DEV, tmp_path / "dev.json", 80),
+        "RESULTS_DIR": str(tmp_path / "out"), "LOG_DIR": str(tmp_path / "logs")})
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("EM: ") and "F1: " in line for line in lines), result.stdout[-2000:]
+    assert any(line.startswith("training: ") for line in lines)
+    assert f"predictions: {tmp_path / 'out' / 'predictions.json'}" in lines
+    assert (tmp_path / "logs" / "squad_b16_fp32_1gpu.log").exists()
