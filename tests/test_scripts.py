@@ -210,7 +210,6 @@ def test_squad_script_fine_tunes_predicts_and_reports(tmp_path):
     """run_squad.sh with a tiny BERT (random weights) on a few SQuAD questions: trains,
     predicts, and prints EM, F1, sequences/s and where predictions.json is."""
     import tensorflow as tf
-
     from test_squad import DEV, TRAIN, subset
 
     import modeling
