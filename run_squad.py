@@ -27,6 +27,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 import estimator
+import input_pipeline
 import modeling
 import optimization
 import session_setup
@@ -246,13 +247,15 @@ def train_dataset(path, batch_size, max_seq_length, seed, skip_batches=0):
     dataset = tf.data.TFRecordDataset(path)
     dataset = dataset.shuffle(10_000, seed=seed, reshuffle_each_iteration=True).repeat()
     dataset = dataset.batch(batch_size, drop_remainder=True).skip(skip_batches)
-    return dataset.map(_parse(max_seq_length, True)).prefetch(2)
+    return input_pipeline.without_autotune_model(
+        dataset.map(_parse(max_seq_length, True)).prefetch(2))
 
 
 def predict_dataset(path, batch_size, max_seq_length):
     """Every window of TFRecord `path`, in order, batched (the last batch may be smaller)."""
     dataset = tf.data.TFRecordDataset(path).batch(batch_size)
-    return dataset.map(_parse(max_seq_length, False)).prefetch(2)
+    return input_pipeline.without_autotune_model(
+        dataset.map(_parse(max_seq_length, False)).prefetch(2))
 
 
 def prepare_training(tokenizer, distributed, logger):
