@@ -176,30 +176,11 @@ def _check_checkpoints(bert_config):
 
 
 def _check_checkpoint_fits(prefix, what, bert_config, fix):
-    """One line naming every config key on which checkpoint `prefix` and the config differ:
-    those its shapes show, and num_attention_heads from a bert_config.json beside it (Google's
-    release layout and convert_checkpoint.py's output)."""
     try:
-        mismatches = modeling.checkpoint_config_mismatches(prefix, bert_config)
+        session_setup.check_checkpoint_fits(prefix, what, bert_config, FLAGS.bert_config_file,
+                                            fix)
     except ValueError as error:
-        raise FlagError(f"{what}: {error}") from None
-    except tf.errors.OpError as error:
-        raise FlagError(f"{what}: cannot read it ({error.message.splitlines()[0]}); {fix}"
-                        ) from None
-    beside = os.path.join(os.path.dirname(prefix), "bert_config.json")
-    if os.path.isfile(beside):
-        try:
-            heads = modeling.BertConfig.from_json_file(beside).num_attention_heads
-        except (OSError, ValueError, TypeError, KeyError):
-            heads = None  # not a config we can read: the shapes are all we know
-        if heads is not None and heads != bert_config.num_attention_heads:
-            mismatches.append(("num_attention_heads", heads, bert_config.num_attention_heads,
-                               beside))
-    if mismatches:
-        differences = "; ".join(f"{key} is {ours} in the checkpoint ({evidence}) but {theirs} in "
-                                "the config" for key, ours, theirs, evidence in mismatches)
-        raise FlagError(f"{what} does not fit --bert_config_file={FLAGS.bert_config_file}: "
-                        f"{differences}; {fix}")
+        raise FlagError(str(error)) from None
 
 
 def _check_records_fit_config(files, bert_config):
@@ -284,15 +265,8 @@ def model_fn_builder(bert_config, distributed):
         del labels, params  # labels are features here; settings come from the closure
         if mode != estimator.ModeKeys.TRAIN:
             return build(features, mode)
-        # Dropout masks are a function of (seed, global step, micro-batch, rank): a resumed run
-        # draws what the uninterrupted one would have.
-        seed = optimization.step_seed(FLAGS.seed, distributed.rank, FLAGS.num_accumulation_steps)
-        with modeling.stateless_dropout(seed):
-            if FLAGS.use_xla:
-                # Marks the step's ops (and their gradients) for XLA on any device;
-                # auto-clustering alone (global_jit_level) leaves CPU ops out.
-                with tf.xla.experimental.jit_scope():
-                    return build(features, mode)
+        with session_setup.training_graph(FLAGS.seed, distributed.rank,
+                                          FLAGS.num_accumulation_steps, FLAGS.use_xla):
             return build(features, mode)
 
     def build(features, mode):
@@ -340,15 +314,6 @@ def model_fn_builder(bert_config, distributed):
                                            "next_sentence_predictions": nsp_predictions})
 
     return model_fn
-
-
-def write_eval_results(output_dir, results):
-    """eval_results.txt (`key = value` lines, sorted), replaced atomically."""
-    path = os.path.join(output_dir, "eval_results.txt")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.writelines(f"{key} = {results[key]}\n" for key in sorted(results))
-    os.replace(path + ".tmp", path)
-    return path
 
 
 def input_fingerprint(files, distributed):
@@ -441,7 +406,7 @@ def run(bert_config, train_files, eval_files, distributed):
             if eval_skips:
                 eval_skips.log_counts()
                 logger.summary("corrupt_records", eval_skips.summary())
-            path = write_eval_results(FLAGS.output_dir, results)
+            path = session_setup.write_results(FLAGS.output_dir, results)
             logger.summary("outputs", {"eval_results": path})
         if distributed.is_chief:
             logger.summary("outputs", {"checkpoints": FLAGS.output_dir,

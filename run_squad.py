@@ -163,14 +163,10 @@ def _check_checkpoint(bert_config):
     what = (f"the checkpoint {latest} in --output_dir" if latest
             else f"--init_checkpoint={FLAGS.init_checkpoint}")
     try:
-        mismatches = modeling.checkpoint_config_mismatches(start, bert_config)
+        session_setup.check_checkpoint_fits(start, what, bert_config, FLAGS.bert_config_file,
+                                            "pass the bert_config.json of the checkpoint")
     except ValueError as error:
-        raise FlagError(f"{what}: {error}") from None
-    if mismatches:
-        differences = "; ".join(f"{key} is {ours} in the checkpoint ({evidence}) but {theirs} in "
-                                "the config" for key, ours, theirs, evidence in mismatches)
-        raise FlagError(f"{what} does not fit --bert_config_file={FLAGS.bert_config_file}: "
-                        f"{differences}; pass the bert_config.json of the checkpoint")
+        raise FlagError(str(error)) from None
     names = {name for name, _ in tf.train.list_variables(start)}
     if FLAGS.do_predict and not FLAGS.do_train and not any(
             name.startswith(SQUAD_HEAD) for name in names):
@@ -194,11 +190,8 @@ def model_fn_builder(bert_config, distributed, num_train_steps, num_warmup_steps
         del labels, params
         if mode != estimator.ModeKeys.TRAIN:
             return build(features, mode)
-        seed = optimization.step_seed(FLAGS.seed, distributed.rank, FLAGS.num_accumulation_steps)
-        with modeling.stateless_dropout(seed):
-            if FLAGS.use_xla:
-                with tf.xla.experimental.jit_scope():
-                    return build(features, mode)
+        with session_setup.training_graph(FLAGS.seed, distributed.rank,
+                                          FLAGS.num_accumulation_steps, FLAGS.use_xla):
             return build(features, mode)
 
     def build(features, mode):
@@ -365,15 +358,6 @@ def export_saved_model(bert_config, checkpoint, export_dir, session_config):
     return export_dir
 
 
-def write_eval_results(results):
-    """eval_results.txt (`key = value` lines, sorted), replaced atomically."""
-    path = os.path.join(FLAGS.output_dir, "eval_results.txt")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.writelines(f"{key} = {results[key]}\n" for key in sorted(results))
-    os.replace(path + ".tmp", path)
-    return path
-
-
 def run(bert_config, tokenizer, distributed):
     """Fine-tune and/or predict as the flags say; returns the prediction results or None."""
     if FLAGS.export_dir and os.path.exists(FLAGS.export_dir):
@@ -416,7 +400,7 @@ def run(bert_config, tokenizer, distributed):
         if distributed.is_chief:
             if FLAGS.do_predict:
                 results, paths = predict(runner, tokenizer, logger)
-                paths["eval_results"] = write_eval_results(results)
+                paths["eval_results"] = session_setup.write_results(FLAGS.output_dir, results)
                 logger.summary("outputs", paths)
             if FLAGS.export_dir:
                 checkpoint = runner.latest_checkpoint() or FLAGS.init_checkpoint

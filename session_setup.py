@@ -1,14 +1,18 @@
-"""What every CLI that trains or predicts sets up before building a graph: the distributed
-handle, the process's thread pools, and the session config (threads, XLA, mixed precision).
+"""What every CLI that trains or predicts sets up around its graph: the distributed handle,
+the process's thread pools, the session config (threads, XLA, mixed precision), the check that
+a checkpoint fits the config, the training graph's dropout and XLA scope, and the results file.
 
 Shared by run_pretraining.py and run_squad.py; plain arguments, no flags.
 """
 
+import contextlib
 import os
 
 import tensorflow as tf
 
 import distributed as distributed_lib
+import modeling
+import optimization
 
 tf1 = tf.compat.v1
 
@@ -92,3 +96,54 @@ def session_config(distributed, intra_op_threads=0, inter_op_threads=0, use_xla=
 CPU_FLOAT16_OPTIMIZERS = ("auto_mixed_precision_cpu", "pruning", "function",
                           "common_subgraph_elimination", "constfold", "shape", "arithmetic",
                           "layout", "remap", "loop", "dependency", "memory")
+
+
+def check_checkpoint_fits(prefix, what, bert_config, config_file, fix):
+    """ValueError, one line naming every config key on which checkpoint `prefix` and
+    `bert_config` (read from `config_file`) differ: those its shapes show, and
+    num_attention_heads from a bert_config.json beside it (Google's release layout and
+    convert_checkpoint.py's output). `what` names the checkpoint, `fix` says what to do."""
+    try:
+        mismatches = modeling.checkpoint_config_mismatches(prefix, bert_config)
+    except ValueError as error:
+        raise ValueError(f"{what}: {error}") from None
+    except tf.errors.OpError as error:
+        raise ValueError(f"{what}: cannot read it ({error.message.splitlines()[0]}); {fix}"
+                         ) from None
+    beside = os.path.join(os.path.dirname(prefix), "bert_config.json")
+    if os.path.isfile(beside):
+        try:
+            heads = modeling.BertConfig.from_json_file(beside).num_attention_heads
+        except (OSError, ValueError, TypeError, KeyError):
+            heads = None  # not a config we can read: the shapes are all we know
+        if heads is not None and heads != bert_config.num_attention_heads:
+            mismatches.append(("num_attention_heads", heads, bert_config.num_attention_heads,
+                               beside))
+    if mismatches:
+        differences = "; ".join(f"{key} is {ours} in the checkpoint ({evidence}) but {theirs} in "
+                                "the config" for key, ours, theirs, evidence in mismatches)
+        raise ValueError(f"{what} does not fit --bert_config_file={config_file}: "
+                         f"{differences}; {fix}")
+
+
+@contextlib.contextmanager
+def training_graph(seed, rank, num_accumulation_steps, use_xla):
+    """The scope a training step is built in: dropout masks a function of (seed, global step,
+    micro-batch, rank), so that a resumed run draws what the uninterrupted one would have; with
+    `use_xla`, a jit scope that marks the step's ops (and their gradients) for XLA on any device
+    (auto-clustering alone leaves CPU ops out)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(modeling.stateless_dropout(
+            optimization.step_seed(seed, rank, num_accumulation_steps)))
+        if use_xla:
+            stack.enter_context(tf.xla.experimental.jit_scope())
+        yield
+
+
+def write_results(output_dir, results, name="eval_results.txt"):
+    """OUTPUT_DIR/eval_results.txt (`key = value` lines, sorted), replaced atomically."""
+    path = os.path.join(output_dir, name)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(f"{key} = {results[key]}\n" for key in sorted(results))
+    os.replace(path + ".tmp", path)
+    return path

@@ -2,6 +2,9 @@
 #   ROOT, PYTHON      the clone and its .venv python (python3 without a .venv)
 #   launcher N        LAUNCH=(mpiexec ... -np N) and HOROVOD=(--horovod) when N > 1, else empty
 #   require PATH...   one-line error and exit 1 for the first missing file or directory
+#   precision_flags PRECISION USE_XLA ALLOWED...   PREC=(the precision's and XLA's flags), or a
+#                     one-line error and exit 2 for a precision not in ALLOWED or USE_XLA not
+#                     true/false
 #   run LOG CMD...    DRY_RUN=1: print CMD (shell-quoted) and exit 0; else run it, output to LOG too
 #   report DIR, squad_report DIR   the results of a finished pre-training / SQuAD run
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -17,6 +20,26 @@ launcher() {
     LAUNCH+=(-np "$1" --bind-to socket)
     HOROVOD=(--horovod)
   fi
+}
+
+precision_flags() {
+  local precision=$1 use_xla=$2
+  shift 2
+  if [[ " $* " != *" $precision "* ]]; then
+    echo "$SCRIPT: error: precision '$precision' is not one of: $*" >&2
+    exit 2
+  fi
+  case $precision in
+    fp32) PREC=() ;;
+    fp16) PREC=(--use_fp16) ;;
+    manual_fp16) PREC=(--manual_fp16) ;;
+    bf16) PREC=(--amp --amp_dtype=bfloat16) ;;
+  esac
+  case $use_xla in
+    true) PREC+=(--use_xla) ;;
+    false) ;;
+    *) echo "$SCRIPT: error: use_xla '$use_xla' is not true or false" >&2; exit 2 ;;
+  esac
 }
 
 require() {

@@ -30,17 +30,7 @@ GBS=$((train_batch_size * num_gpus))
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/results/tf_bert_pretraining_adam_base_${precision}_gbs${GBS}_$(date +%y%m%d%H%M%S)}
 LOG_DIR=${LOG_DIR:-$ROOT/logs/tf_bert/1n${num_gpus}g}
 
-case $precision in
-  fp32) PREC=() ;;
-  fp16) PREC=(--use_fp16) ;;
-  manual_fp16) PREC=(--manual_fp16) ;;
-  *) echo "$SCRIPT: error: precision '$precision' is not fp32, fp16 or manual_fp16" >&2; exit 2 ;;
-esac
-case $use_xla in
-  true) PREC+=(--use_xla) ;;
-  false) ;;
-  *) echo "$SCRIPT: error: use_xla '$use_xla' is not true or false" >&2; exit 2 ;;
-esac
+precision_flags "$precision" "$use_xla" fp32 fp16 manual_fp16
 launcher "$num_gpus"
 
 [[ ${DRY_RUN:-0} == 1 ]] || mkdir -p "$RESULTS_DIR"

@@ -38,13 +38,7 @@ case $bert_model in
   base) BERT_CONFIG=${BERT_CONFIG:-$ROOT/data/bert_config.json} ;;
   *) echo "$SCRIPT: error: bert_model '$bert_model' is not large or base" >&2; exit 2 ;;
 esac
-case $precision in
-  fp32) PREC=() ;;
-  fp16) PREC=(--use_fp16) ;;
-  manual_fp16) PREC=(--manual_fp16) ;;
-  *) echo "$SCRIPT: error: precision '$precision' is not fp32, fp16 or manual_fp16" >&2; exit 2 ;;
-esac
-[[ $use_xla == true ]] && PREC+=(--use_xla)
+precision_flags "$precision" "$use_xla" fp32 fp16 manual_fp16
 launcher "$num_gpus"
 
 GBS1=$((train_batch_size_phase1 * num_gpus * num_accumulation_steps_phase1))

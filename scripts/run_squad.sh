@@ -39,17 +39,7 @@ PREDICT_FILE=${PREDICT_FILE:-$SQUAD_DIR/dev-v1.1.json}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/results/squad_base_${precision}_gbs$((batch_size * num_gpus))_$(date +%y%m%d%H%M%S)}
 LOG_DIR=${LOG_DIR:-$ROOT/logs/squad}
 
-case $precision in
-  fp32) PREC=() ;;
-  fp16) PREC=(--use_fp16) ;;
-  bf16) PREC=(--amp --amp_dtype=bfloat16) ;;
-  *) echo "$SCRIPT: error: precision '$precision' is not fp32, fp16 or bf16" >&2; exit 2 ;;
-esac
-case $use_xla in
-  true) PREC+=(--use_xla) ;;
-  false) ;;
-  *) echo "$SCRIPT: error: use_xla '$use_xla' is not true or false" >&2; exit 2 ;;
-esac
+precision_flags "$precision" "$use_xla" fp32 fp16 bf16
 launcher "$num_gpus"
 
 [[ ${DRY_RUN:-0} == 1 ]] || require "$BERT_DIR/vocab.txt" "$BERT_DIR/bert_config.json" \

@@ -161,8 +161,13 @@ def saving_in_progress(out):
     return False
 
 
+# kill -9s of the trial below: 6 in CI (about 45 s); RELIABILITY.md's recorded trial ran 12
+# (BERT_TF_KILL_TRIALS=12).
+KILL_TRIALS = int(os.environ.get("BERT_TF_KILL_TRIALS", "6"))
+
+
 def test_kill_at_random_moments_never_loses_a_checkpoint(data, tmp_path):  # noqa: F811
-    """Property: 12 kill -9s of one run (at random moments, and half of them as soon as a
+    """Property: KILL_TRIALS kill -9s of one run (at random moments, and half of them as soon as a
     checkpoint is seen being written) never leave a latest checkpoint that is incomplete or
     older than the one before; every restart resumes from it and the run ends with the weights
     of an uninterrupted run."""
@@ -175,7 +180,7 @@ def test_kill_at_random_moments_never_loses_a_checkpoint(data, tmp_path):  # noq
     kills = during_save = 0
     latest_step = 0
     for trial in range(40):
-        if kills == 12:
+        if kills == KILL_TRIALS:
             break
         process = start(cli)
         deadline = time.monotonic() + rng.uniform(4.0, 9.0)
@@ -198,7 +203,7 @@ def test_kill_at_random_moments_never_loses_a_checkpoint(data, tmp_path):  # noq
             latest_step = checkpoint_step(out)
     print(f"kill -9 trials: {kills} kills, {during_save} while a save was in flight, latest "
           f"checkpoint step after the last kill {latest_step} of {steps}")
-    assert kills >= 10, f"only {kills} kills landed before the run finished"
+    assert kills >= KILL_TRIALS - 2, f"only {kills} kills landed before the run finished"
     assert during_save >= 1, "no kill landed while a checkpoint was being written"
     train(data, out, *common, steps=steps)
     assert checkpoint_step(out) == steps

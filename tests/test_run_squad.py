@@ -124,6 +124,17 @@ def test_predictions_identical_to_google_for_the_same_checkpoint(trained, inputs
                                        [e[key] for e in theirs[qid]], rtol=1e-4, atol=1e-4)
 
 
+def test_predict_alone_from_a_fine_tuned_init_checkpoint(trained, inputs, tmp_path):
+    """--do_predict alone with --init_checkpoint of a fine-tuned model (a fresh output_dir)
+    writes the predictions of that checkpoint: those of the run that trained it."""
+    output, _ = trained
+    checkpoint = tf.compat.v1.train.latest_checkpoint(str(output))
+    run_cli(squad_args(inputs, tmp_path / "predict_only", "--do_predict",
+                       f"--init_checkpoint={checkpoint}"))
+    assert (read_json(tmp_path / "predict_only" / "predictions.json")
+            == read_json(output / "predictions.json"))
+
+
 def test_saved_model_gives_the_checkpoint_logits(trained, inputs):
     """The exported SavedModel's serving signature returns the logits that the final
     checkpoint gives in our graph, on real windows with padding."""
