@@ -42,7 +42,7 @@ from distributed import SingleProcess
 
 tf1 = tf.compat.v1
 
-OPTIMIZER_TYPES = ("adam", "lamb")
+OPTIMIZER_TYPES = ("adam", "adamw", "lamb")
 
 # Variables whose name contains one of these patterns (re.search) get no weight decay and, with
 # LAMB, no trust ratio (ratio 1). The list is google-research/bert's and NVIDIA's.
@@ -98,8 +98,12 @@ def create_optimizer(
       num_warmup_steps: updates of linear warm-up, `init_lr * global_step / num_warmup_steps`
         (0 at step 0). May exceed `num_train_steps`: the run then only warms up.
       optimizer_type: "adam" (google-research/bert's AdamWeightDecayOptimizer: decoupled weight
-        decay, no bias correction) or "lamb" (You et al. 2019: bias-corrected moments, decoupled
-        weight decay, layer-wise trust ratio).
+        decay, no bias correction), "adamw" (the same with bias-corrected moments: PyTorch's and
+        Hugging Face's AdamW, step for step) or "lamb" (You et al. 2019: bias-corrected moments,
+        decoupled weight decay, layer-wise trust ratio). Without bias correction the first
+        updates are larger, by (1 - beta_1^t) / sqrt(1 - beta_2^t): 3.2x at t = 1, 6.5x at 10,
+        2x still at 270; fine over a pre-training run, a much higher effective rate over a
+        short fine-tuning.
       weight_decay_rate, beta_1, beta_2, epsilon: optimizer constants.
       poly_power: power of the polynomial decay; None means NVIDIA's 1.0 for Adam, 0.5 for LAMB.
       end_lr: learning rate at `num_train_steps` and after.
@@ -185,7 +189,8 @@ def create_optimizer(
                                     weight_decay_rate, beta_1, beta_2, epsilon)
             else:
                 ops = _adam_updates(final_grads, tvars, slots, learning_rate,
-                                    weight_decay_rate, beta_1, beta_2, epsilon)
+                                    weight_decay_rate, beta_1, beta_2, epsilon,
+                                    global_step if optimizer_type == "adamw" else None)
             with tf.control_dependencies(ops):
                 return tf.group(global_step.assign_add(1))
 
@@ -295,12 +300,21 @@ def _moments(grad, m, v, beta_1, beta_2):
     return next_m, next_v
 
 
-def _adam_updates(grads, tvars, slots, lr, weight_decay_rate, beta_1, beta_2, epsilon):
-    """google-research/bert's AdamWeightDecayOptimizer step (no bias correction)."""
+def _adam_updates(grads, tvars, slots, lr, weight_decay_rate, beta_1, beta_2, epsilon,
+                  global_step=None):
+    """google-research/bert's AdamWeightDecayOptimizer step (no bias correction); with
+    `global_step`, the moments are bias-corrected for update number global_step + 1 (AdamW)."""
+    correction_1 = correction_2 = 1.0
+    if global_step is not None:
+        t = tf.cast(global_step + 1, tf.float32)
+        correction_1, correction_2 = _bias_correction(beta_1, t), _bias_correction(beta_2, t)
     ops = []
     for grad, var, (m, v) in zip(grads, tvars, slots, strict=True):
         next_m, next_v = _moments(grad, m, v, beta_1, beta_2)
-        update = next_m / (tf.sqrt(next_v) + epsilon)
+        if global_step is None:
+            update = next_m / (tf.sqrt(next_v) + epsilon)
+        else:
+            update = (next_m / correction_1) / (tf.sqrt(next_v / correction_2) + epsilon)
         if weight_decay_rate and not _is_excluded(var):
             update += weight_decay_rate * var
         ops += [var.assign_sub(lr * update), m.assign(next_m), v.assign(next_v)]

@@ -75,6 +75,9 @@ flags.DEFINE_alias("use_fp16", "amp")
 flags.DEFINE_enum("amp_dtype", "float16", ["float16", "bfloat16"], "Mixed-precision type.")
 flags.DEFINE_bool("use_xla", False, "XLA auto-clustering (jit) of the training step.")
 flags.DEFINE_integer("num_accumulation_steps", 1, "Micro-batches per update.")
+flags.DEFINE_enum("optimizer_type", "adam", optimization.OPTIMIZER_TYPES, "adam: Google's "
+                  "(no bias correction); adamw: with bias-corrected moments, as PyTorch's and "
+                  "Hugging Face's AdamW (for short fine-tuning runs at higher rates); lamb.")
 flags.DEFINE_integer("seed", 12345, "Seeds the example shuffle (Google's fixed 12345 by "
                      "default), initialisation, dropout and the order of the windows.")
 flags.DEFINE_integer("keep_checkpoint_max", 5, "Newest checkpoints to keep.")
@@ -212,7 +215,7 @@ def model_fn_builder(bert_config, distributed, num_train_steps, num_warmup_steps
         total_loss = tf.identity((start_loss + end_loss) / 2.0, name="total_loss")
         ops = optimization.create_optimizer(
             total_loss, FLAGS.learning_rate * distributed.size, num_train_steps,
-            num_warmup_steps, optimizer_type="adam", rescale_decay=False,
+            num_warmup_steps, optimizer_type=FLAGS.optimizer_type, rescale_decay=False,
             num_accumulation_steps=FLAGS.num_accumulation_steps, amp=_amp_loss_scaling(),
             distributed=distributed)
         logged = {"start_loss": start_loss, "end_loss": end_loss,

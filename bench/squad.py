@@ -56,6 +56,8 @@ flags.DEFINE_integer("predict_batch_size", 8, "Windows per prediction batch (bot
 flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate (both sides).")
 flags.DEFINE_float("warmup_proportion", 0.1, "Share of the updates with linear warm-up.")
 flags.DEFINE_integer("seed", 12345, "Seed of both sides (shuffles, head init, dropout).")
+flags.DEFINE_enum("optimizer_type", "adam", ["adam", "adamw"], "Our optimizer: Google's "
+                  "Adam (no bias correction) or adamw (bias-corrected, as the peer's AdamW).")
 flags.DEFINE_list("precisions", ["fp32", "bf16"], "fp32 and/or bf16 (bf16 only where the CPU "
                   "has amx_bf16 or avx512_bf16).")
 flags.DEFINE_integer("threads", os.cpu_count() or 1, "Intra-op threads of ours "
@@ -168,7 +170,8 @@ def ours_command(tf_dir, vocab, train_file, predict_file, output_dir, precision)
                "--do_train", f"--train_file={train_file}", "--do_predict",
                f"--predict_file={predict_file}", f"--output_dir={output_dir}",
                *(f"--{name}={value}" for name, value in common_values().items()),
-               f"--intra_op_threads={FLAGS.threads}", "--save_checkpoints_steps=1000000"]
+               f"--intra_op_threads={FLAGS.threads}", "--save_checkpoints_steps=1000000",
+               f"--optimizer_type={FLAGS.optimizer_type}"]
     if precision == "bf16":
         command += ["--amp", "--amp_dtype=bfloat16"]
     return command
@@ -289,8 +292,10 @@ def table(results, cpu, command, skipped):
          f"warm-up {FLAGS.warmup_proportion:g} of them, seq {FLAGS.max_seq_length}, stride "
          f"{FLAGS.doc_stride}, query {FLAGS.max_query_length}, seed {FLAGS.seed}, prediction "
          f"batch {FLAGS.predict_batch_size}, {FLAGS.threads} threads, dropout on. Ours: "
-         "run_squad.py (Google's windows and answer selection, Adam with weight decay, "
-         "bf16 = `--amp --amp_dtype=bfloat16`). Peer: transformers `BertForQuestionAnswering` on "
+         "run_squad.py (Google's windows and answer selection, "
+         f"`--optimizer_type={FLAGS.optimizer_type}` (adam: Google's, no bias correction; "
+         "adamw: bias-corrected, the peer's algorithm), Google's decay from step 0, clipping "
+         "1.0, bf16 = `--amp --amp_dtype=bfloat16`). Peer: transformers `BertForQuestionAnswering` on "
          f"PyTorch ({peer_mode}, {attention} attention) in transformers' legacy SQuAD pipeline "
          "(SquadV1Processor, squad_convert_examples_to_features, compute_predictions_logits, "
          "squad_evaluate), torch AdamW, linear warm-up and decay, clipping 1.0, bf16 = "

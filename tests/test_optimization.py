@@ -348,3 +348,39 @@ def test_bad_arguments_raise(kwargs, message):
         w = tf1.get_variable("w", initializer=1.0)
         with pytest.raises(ValueError, match=message):
             create_optimizer(w * w, **args)
+
+
+def test_adamw_matches_torch_adamw_step_for_step():
+    """optimizer_type="adamw" gives PyTorch's AdamW (bias-corrected moments, decoupled weight
+    decay, none on LayerNorm/bias) over 5 updates at a constant rate, to float32 round-off."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    shapes = {"layer/dense/kernel": (4, 3), "layer/dense/bias": (3,),
+              "layer/LayerNorm/gamma": (3,)}
+    w0 = {n: rng.normal(size=s).astype(np.float32) for n, s in shapes.items()}
+    grads = [{n: rng.normal(size=s).astype(np.float32) for n, s in shapes.items()}
+             for _ in range(5)]
+    lr = 1e-2
+    params = {n: torch.nn.Parameter(torch.tensor(w)) for n, w in w0.items()}
+    optimizer = torch.optim.AdamW(
+        [{"params": [params["layer/dense/kernel"]], "weight_decay": WD},
+         {"params": [params["layer/dense/bias"], params["layer/LayerNorm/gamma"]],
+          "weight_decay": 0.0}], lr=lr, betas=(B1, B2), eps=EPS)
+    for g in grads:
+        for n, p in params.items():
+            p.grad = torch.tensor(g[n])
+        optimizer.step()
+    with tf.Graph().as_default():
+        variables = make_vars(w0)
+        loss, feeds = linear_loss(variables)
+        # warm-up 0 and a horizon of 1e9 updates: the rate is lr to 1e-8 relative
+        ops = create_optimizer(loss, lr, 10**9, 0, optimizer_type="adamw", rescale_decay=False,
+                               clip_norm=None)
+        with session() as sess:
+            for g in grads:
+                sess.run(ops.train_op, {feeds[n]: g[n] for n in shapes})
+            got = sess.run(variables)
+    for n, p in params.items():
+        np.testing.assert_allclose(got[n], p.detach().numpy(), rtol=2e-5, atol=1e-6,
+                                   err_msg=n)
