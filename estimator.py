@@ -134,6 +134,21 @@ class Estimator:
         latest = self.latest_checkpoint()
         return int(tf.train.load_variable(latest, "global_step")) if latest else 0
 
+    def _checkpoint_to_use(self, checkpoint_path, purpose):
+        """`checkpoint_path`, else the latest of `model_dir`; None means the warm start.
+        ValueError when there is neither."""
+        checkpoint_path = checkpoint_path or self.latest_checkpoint()
+        if checkpoint_path is None and self.warm_start is None:
+            raise ValueError(f"no checkpoint to {purpose} in {self.config.model_dir}: train "
+                             "first (--do_train) or pass --init_checkpoint")
+        return checkpoint_path
+
+    def _session_creator(self, checkpoint_path):
+        """A chief session creator restoring `checkpoint_path` (None: the initializers)."""
+        return tf1.train.ChiefSessionCreator(
+            scaffold=tf1.train.Scaffold(saver=tf1.train.Saver() if checkpoint_path else None),
+            checkpoint_filename_with_path=checkpoint_path, config=self.config.session_config)
+
     def _build(self, input_fn, mode, skip_steps):
         """Builds input, model and warm start in the current graph; returns (spec, features,
         iterator)."""
@@ -218,10 +233,7 @@ class Estimator:
 
         Raises ValueError when there is nothing to evaluate.
         """
-        checkpoint_path = checkpoint_path or self.latest_checkpoint()
-        if checkpoint_path is None and self.warm_start is None:
-            raise ValueError(f"no checkpoint to evaluate in {self.config.model_dir}: train first "
-                             "(--do_train) or pass --init_checkpoint")
+        checkpoint_path = self._checkpoint_to_use(checkpoint_path, "evaluate")
         with tf.Graph().as_default():
             spec, features, _ = self._build(input_fn, ModeKeys.EVAL, 0)
             global_step = tf1.train.get_or_create_global_step()
@@ -231,9 +243,7 @@ class Estimator:
             values["global_step"] = global_step
             updates = tf.group([update for _, update in metrics.values()])
             batch_size = tf.shape(tf.nest.flatten(features)[0])[0]
-            creator = tf1.train.ChiefSessionCreator(
-                scaffold=tf1.train.Scaffold(saver=tf1.train.Saver() if checkpoint_path else None),
-                checkpoint_filename_with_path=checkpoint_path, config=self.config.session_config)
+            creator = self._session_creator(checkpoint_path)
             final = _FinalValuesHook(values)
             batches = sequences = 0
             start = time.monotonic()
@@ -255,17 +265,12 @@ class Estimator:
 
         Raises ValueError when there is no checkpoint and no warm start.
         """
-        checkpoint_path = checkpoint_path or self.latest_checkpoint()
-        if checkpoint_path is None and self.warm_start is None:
-            raise ValueError(f"no checkpoint to predict with in {self.config.model_dir}: train "
-                             "first or pass an initial checkpoint")
+        checkpoint_path = self._checkpoint_to_use(checkpoint_path, "predict with")
         with tf.Graph().as_default():
             spec, _, _ = self._build(input_fn, ModeKeys.PREDICT, 0)
             if not spec.predictions:
                 raise ValueError("model_fn in PREDICT mode must return predictions")
-            creator = tf1.train.ChiefSessionCreator(
-                scaffold=tf1.train.Scaffold(saver=tf1.train.Saver() if checkpoint_path else None),
-                checkpoint_filename_with_path=checkpoint_path, config=self.config.session_config)
+            creator = self._session_creator(checkpoint_path)
             with tf1.train.MonitoredSession(session_creator=creator) as session:
                 while not session.should_stop():
                     start = time.monotonic()

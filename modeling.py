@@ -398,6 +398,17 @@ def get_masked_lm_output(bert_config, input_tensor, output_weights, positions, l
     return loss, per_example_loss, log_probs
 
 
+def _two_way_output_variables(bert_config):
+    """`output_weights` [2, hidden] (truncated normal) and `output_bias` [2] (zeros) in the
+    current variable scope: the next-sentence and SQuAD heads' variables."""
+    output_weights = tf.compat.v1.get_variable(
+        "output_weights", [2, bert_config.hidden_size],
+        initializer=create_initializer(bert_config.initializer_range))
+    output_bias = tf.compat.v1.get_variable(
+        "output_bias", [2], initializer=tf.zeros_initializer())
+    return output_weights, output_bias
+
+
 def get_next_sentence_output(bert_config, input_tensor, labels):
     """Next-sentence head `cls/seq_relationship` (label 1 means "B is random").
 
@@ -409,11 +420,7 @@ def get_next_sentence_output(bert_config, input_tensor, labels):
         (loss: scalar mean, per_example_loss: [B], log_probs: [B, 2]).
     """
     with tf.compat.v1.variable_scope("cls/seq_relationship"):
-        output_weights = tf.compat.v1.get_variable(
-            "output_weights", [2, bert_config.hidden_size],
-            initializer=create_initializer(bert_config.initializer_range))
-        output_bias = tf.compat.v1.get_variable(
-            "output_bias", [2], initializer=tf.zeros_initializer())
+        output_weights, output_bias = _two_way_output_variables(bert_config)
         logits = tf.nn.bias_add(tf.matmul(input_tensor, output_weights, transpose_b=True),
                                 output_bias)
         log_probs = tf.nn.log_softmax(logits, axis=-1)
@@ -433,11 +440,7 @@ def get_squad_output(bert_config, sequence_output):
         (start_logits: [B, S], end_logits: [B, S]), float32.
     """
     with tf.compat.v1.variable_scope("cls/squad"):
-        output_weights = tf.compat.v1.get_variable(
-            "output_weights", [2, bert_config.hidden_size],
-            initializer=create_initializer(bert_config.initializer_range))
-        output_bias = tf.compat.v1.get_variable(
-            "output_bias", [2], initializer=tf.zeros_initializer())
+        output_weights, output_bias = _two_way_output_variables(bert_config)
     logits = tf.nn.bias_add(
         tf.einsum("bsh,nh->bsn", sequence_output, output_weights), output_bias)
     return logits[:, :, 0], logits[:, :, 1]
