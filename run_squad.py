@@ -78,6 +78,9 @@ flags.DEFINE_integer("num_accumulation_steps", 1, "Micro-batches per update.")
 flags.DEFINE_enum("optimizer_type", "adam", optimization.OPTIMIZER_TYPES, "adam: Google's "
                   "(no bias correction); adamw: with bias-corrected moments, as PyTorch's and "
                   "Hugging Face's AdamW (for short fine-tuning runs at higher rates); lamb.")
+flags.DEFINE_bool("rescale_decay", False, "Linear decay from the peak rate at the end of "
+                  "warm-up (NVIDIA's Adam, Hugging Face's linear schedule) instead of Google's "
+                  "decay from step 0 (10% below the peak at the end of a 0.1 warm-up).")
 flags.DEFINE_integer("seed", 12345, "Seeds the example shuffle (Google's fixed 12345 by "
                      "default), initialisation, dropout and the order of the windows.")
 flags.DEFINE_integer("keep_checkpoint_max", 5, "Newest checkpoints to keep.")
@@ -215,7 +218,8 @@ def model_fn_builder(bert_config, distributed, num_train_steps, num_warmup_steps
         total_loss = tf.identity((start_loss + end_loss) / 2.0, name="total_loss")
         ops = optimization.create_optimizer(
             total_loss, FLAGS.learning_rate * distributed.size, num_train_steps,
-            num_warmup_steps, optimizer_type=FLAGS.optimizer_type, rescale_decay=False,
+            num_warmup_steps, optimizer_type=FLAGS.optimizer_type,
+            rescale_decay=FLAGS.rescale_decay,
             num_accumulation_steps=FLAGS.num_accumulation_steps, amp=_amp_loss_scaling(),
             distributed=distributed)
         logged = {"start_loss": start_loss, "end_loss": end_loss,

@@ -58,6 +58,8 @@ flags.DEFINE_float("warmup_proportion", 0.1, "Share of the updates with linear w
 flags.DEFINE_integer("seed", 12345, "Seed of both sides (shuffles, head init, dropout).")
 flags.DEFINE_enum("optimizer_type", "adam", ["adam", "adamw"], "Our optimizer: Google's "
                   "Adam (no bias correction) or adamw (bias-corrected, as the peer's AdamW).")
+flags.DEFINE_bool("rescale_decay", False, "Ours: decay from the peak at the end of warm-up, "
+                  "as the peer's schedule (default: Google's decay from step 0).")
 flags.DEFINE_list("precisions", ["fp32", "bf16"], "fp32 and/or bf16 (bf16 only where the CPU "
                   "has amx_bf16 or avx512_bf16).")
 flags.DEFINE_integer("threads", os.cpu_count() or 1, "Intra-op threads of ours "
@@ -163,6 +165,11 @@ def common_values():
             "seed": FLAGS.seed}
 
 
+# Our learning-rate decay, by --rescale_decay.
+SCHEDULES = {False: "Google's decay from step 0",
+             True: "decay from the peak at the end of warm-up (the peer's)"}
+
+
 def ours_command(tf_dir, vocab, train_file, predict_file, output_dir, precision):
     command = [sys.executable, "run_squad.py", f"--vocab_file={vocab}",
                f"--bert_config_file={os.path.join(tf_dir, 'bert_config.json')}",
@@ -171,7 +178,8 @@ def ours_command(tf_dir, vocab, train_file, predict_file, output_dir, precision)
                f"--predict_file={predict_file}", f"--output_dir={output_dir}",
                *(f"--{name}={value}" for name, value in common_values().items()),
                f"--intra_op_threads={FLAGS.threads}", "--save_checkpoints_steps=1000000",
-               f"--optimizer_type={FLAGS.optimizer_type}"]
+               f"--optimizer_type={FLAGS.optimizer_type}",
+               f"--{'' if FLAGS.rescale_decay else 'no'}rescale_decay"]
     if precision == "bf16":
         command += ["--amp", "--amp_dtype=bfloat16"]
     return command
@@ -294,7 +302,8 @@ def table(results, cpu, command, skipped):
          f"batch {FLAGS.predict_batch_size}, {FLAGS.threads} threads, dropout on. Ours: "
          "run_squad.py (Google's windows and answer selection, "
          f"`--optimizer_type={FLAGS.optimizer_type}` (adam: Google's, no bias correction; "
-         "adamw: bias-corrected, the peer's algorithm), Google's decay from step 0, clipping "
+         "adamw: bias-corrected, the peer's algorithm), "
+         f"{SCHEDULES[FLAGS.rescale_decay]}, clipping "
          "1.0, bf16 = `--amp --amp_dtype=bfloat16`). Peer: transformers `BertForQuestionAnswering` on "
          f"PyTorch ({peer_mode}, {attention} attention) in transformers' legacy SQuAD pipeline "
          "(SquadV1Processor, squad_convert_examples_to_features, compute_predictions_logits, "
