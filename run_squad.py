@@ -289,7 +289,8 @@ def num_train_steps(num_examples, distributed):
 def predict(runner, tokenizer, logger):
     """Predicts --predict_file; writes the prediction files and, when it has answers, the
     EM/F1; returns (results dict, paths)."""
-    examples, _ = squad.read_squad_examples(FLAGS.predict_file, False)
+    dataset = squad.load_squad(FLAGS.predict_file)
+    examples, _ = squad.read_squad_examples(FLAGS.predict_file, False, articles=dataset)
     path = os.path.join(FLAGS.output_dir, "eval.tf_record")
     features = squad.write_features(
         squad.convert_examples_to_features(examples, tokenizer, FLAGS.max_seq_length,
@@ -316,7 +317,6 @@ def predict(runner, tokenizer, logger):
     stats = inference_stats(latencies, len(features))
     logger.summary("predict", dict(examples=len(examples), windows=len(features), **stats))
     scores = {}
-    dataset = squad.load_squad(FLAGS.predict_file)
     if not FLAGS.version_2_with_negative and _has_answers(dataset):
         scores = squad_metrics.evaluate(dataset, predictions)
         logger.summary("squad_v1.1", scores)

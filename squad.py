@@ -105,13 +105,14 @@ def load_squad(path):
     return data
 
 
-def read_squad_examples(path, is_training, version_2_with_negative=False):
+def read_squad_examples(path, is_training, version_2_with_negative=False, articles=None):
     """The examples of SQuAD file `path`, in file order, and the number of training questions
     skipped because their answer text is not in the context (Google skips them too, with a
-    warning)."""
+    warning). `articles`: the file's "data" list when the caller has loaded it already
+    (`load_squad`), so that it is read once."""
     examples, skipped = [], 0
     try:
-        for article in load_squad(path):
+        for article in load_squad(path) if articles is None else articles:
             for paragraph in article["paragraphs"]:
                 words, char_to_word = split_context(paragraph["context"])
                 for qa in paragraph["qas"]:
