@@ -90,6 +90,11 @@ flags.DEFINE_integer("inter_op_threads", 0, "Ops run in parallel (0: TensorFlow'
 flags.DEFINE_integer("rank_timeout_seconds", 300, "With --horovod: a rank that makes no "
                      "progress in a training step this long ends the job (0: wait forever).",
                      lower_bound=0)
+flags.DEFINE_bool("predict_trim_padding", True, "Predict each batch only up to its longest "
+                  "window (rounded up to a multiple of 16 tokens) and write the windows in "
+                  "order of length; padding gets logit -inf. Google's code computes the padding "
+                  "positions' logits and ranks them, unused, in its n-best search: "
+                  "--nopredict_trim_padding does the same, for its n-best lists bit for bit.")
 flags.DEFINE_string("export_dir", None, "Also write a SavedModel for serving here (inputs "
                     "input_ids, input_mask, segment_ids; outputs start_logits, end_logits).")
 
@@ -202,14 +207,16 @@ def model_fn_builder(bert_config, distributed, num_train_steps, num_warmup_steps
 
     def build(features, mode):
         is_training = mode == estimator.ModeKeys.TRAIN
+        if not is_training and FLAGS.predict_trim_padding:
+            features = trim_padding(features)
         model = modeling.BertModel(bert_config, is_training, features["input_ids"],
                                    features["input_mask"], features["segment_ids"])
         start_logits, end_logits = modeling.get_squad_output(bert_config,
                                                              model.get_sequence_output())
         if not is_training:
             predictions = {"unique_ids": features["unique_ids"],
-                           "start_logits": tf.identity(start_logits, "start_logits"),
-                           "end_logits": tf.identity(end_logits, "end_logits")}
+                           "start_logits": pad_logits(start_logits, "start_logits"),
+                           "end_logits": pad_logits(end_logits, "end_logits")}
             return estimator.Spec(loss=tf.constant(0.0), predictions=predictions)
         start_loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=features["start_positions"], logits=start_logits))
@@ -230,6 +237,28 @@ def model_fn_builder(bert_config, distributed, num_train_steps, num_warmup_steps
                               skipped_steps=ops.skipped_steps)
 
     return model_fn
+
+
+TRIM_MULTIPLE = 16  # few distinct shapes (oneDNN primitives, XLA clusters) per run
+WINDOW_FEATURES = ("input_ids", "input_mask", "segment_ids")
+
+
+def trim_padding(features):
+    """The batch's windows cut after the longest one's last real token (rounded up to a
+    multiple of TRIM_MULTIPLE): padding never changes the real tokens' logits (it is masked
+    out of attention) and costs time quadratic in its length."""
+    longest = tf.reduce_max(tf.reduce_sum(features["input_mask"], axis=1))
+    padded_length = tf.shape(features["input_mask"])[1]
+    length = tf.minimum((longest + TRIM_MULTIPLE - 1) // TRIM_MULTIPLE * TRIM_MULTIPLE,
+                        padded_length)
+    return {name: value[:, :length] if name in WINDOW_FEATURES else value
+            for name, value in features.items()}
+
+
+def pad_logits(logits, name):
+    """[B, S'] logits of a trimmed batch back to [B, --max_seq_length], padding at -inf."""
+    missing = FLAGS.max_seq_length - tf.shape(logits)[1]
+    return tf.pad(logits, [[0, 0], [0, missing]], constant_values=float("-inf"), name=name)
 
 
 def _parse(max_seq_length, is_training):
@@ -292,10 +321,12 @@ def predict(runner, tokenizer, logger):
     dataset = squad.load_squad(FLAGS.predict_file)
     examples, _ = squad.read_squad_examples(FLAGS.predict_file, False, articles=dataset)
     path = os.path.join(FLAGS.output_dir, "eval.tf_record")
-    features = squad.write_features(
-        squad.convert_examples_to_features(examples, tokenizer, FLAGS.max_seq_length,
-                                           FLAGS.doc_stride, FLAGS.max_query_length, False),
-        path, False)
+    features = list(squad.convert_examples_to_features(
+        examples, tokenizer, FLAGS.max_seq_length, FLAGS.doc_stride, FLAGS.max_query_length,
+        False))
+    # Batches of similar lengths trim the most; the n-best search keeps Google's order.
+    squad.write_features(sorted(features, key=lambda feature: sum(feature.input_mask))
+                         if FLAGS.predict_trim_padding else features, path, False)
 
     def input_fn(params):
         del params

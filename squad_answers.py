@@ -11,7 +11,8 @@ answer (position 0 of the window where it scores lowest) competes too, and "" is
 its score beats the best non-null one by more than `null_score_diff_threshold`.
 
 Differences from Google's code: the n-best positions come from numpy's stable argsort (same
-order); non-finite logits and features without a result are one-line errors; and where Google's
+order); NaN or +inf logits and features without a result are one-line errors (-inf marks
+a padding position that run_squad.py did not compute); and where Google's
 SQuAD 2.0 code crashes (an n-best with no non-null answer) an "empty" answer with zero logits is
 put first, as Hugging Face's port does.
 """
@@ -55,11 +56,11 @@ class _Answer(NamedTuple):
 
 
 def _logits(result, name):
-    """`result.<name>` as a float64 array; a one-line error when a logit is not finite."""
+    """`result.<name>` as a float64 array; a one-line error when a logit is NaN or +inf."""
     values = np.asarray(getattr(result, name), dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise ValueError(f"{name} of the result with unique_id {result.unique_id} are not all "
-                         "finite")
+    if np.isnan(values).any() or np.isposinf(values).any():
+        raise ValueError(f"{name} of the result with unique_id {result.unique_id} hold NaN or "
+                         "+inf")
     return values
 
 

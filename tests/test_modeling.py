@@ -195,6 +195,32 @@ def test_activations_have_googles_and_exact_gelu_meanings():
         modeling.get_activation("swish")
 
 
+@pytest.mark.parametrize("rewrite", ["float32", "bfloat16"])
+@pytest.mark.parametrize("hidden_act,fused", [("gelu", b"GeluApproximate"),
+                                              ("gelu_exact", b"GeluExact")])
+def test_intermediate_dense_and_gelu_run_as_one_fused_op(rewrite, hidden_act, fused):
+    """Grappler's oneDNN remapper turns each layer's intermediate MatMul + BiasAdd + GELU into
+    one fused op, in float32 and under the bfloat16 mixed-precision rewrite (tf.nn.gelu's
+    forms stay unfused under it: separate Erfc, Pow and Mul ops at up to 25% of a step)."""
+    config = modeling.BertConfig.from_dict(dict(TINY, hidden_act=hidden_act))
+    session_config = tf.compat.v1.ConfigProto()
+    if rewrite == "bfloat16":
+        session_config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = 1
+    with tf.Graph().as_default(), tf.compat.v1.Session(config=session_config) as session:
+        inputs, model, _, _ = build_pretraining(config, seq_length=8)
+        session.run(tf.compat.v1.global_variables_initializer())
+        metadata = tf.compat.v1.RunMetadata()
+        session.run(model.get_sequence_output(),
+                    {inputs["ids"]: np.ones((2, 8)), inputs["mask"]: np.ones((2, 8)),
+                     inputs["types"]: np.zeros((2, 8))},
+                    options=tf.compat.v1.RunOptions(output_partition_graphs=True),
+                    run_metadata=metadata)
+    fused_ops = [list(node.attr["fused_ops"].list.s) for graph in metadata.partition_graphs
+                 for node in graph.node if "intermediate" in node.name
+                 and "fused_ops" in node.attr]
+    assert fused_ops == [[b"BiasAdd", fused]] * TINY["num_hidden_layers"], fused_ops
+
+
 def test_config_json_round_trip(tmp_path):
     """to_json_string and from_json_file give back the same config."""
     path = tmp_path / "bert_config.json"

@@ -180,9 +180,20 @@ def test_v2_without_a_non_null_span_gets_the_nonce_first():
             ("empty", 0.0, 0.0), ("", 1.0, 0.5)]
 
 
+def test_padding_logits_at_minus_infinity_are_accepted():
+    """run_squad.py reports padding positions it did not compute as -inf: the answer is the
+    one of the finite logits."""
+    predictions, _, _ = compute_predictions(
+        *_one_window([0, 0, 0, 0, 2.0, 0, 0, float("-inf")], [0, 0, 0, 0, 0, 2.0, 0, float("-inf")]),
+        20, 30, True)
+    assert predictions == {"q": "is big"}
+
+
 def test_one_line_errors():
-    with pytest.raises(ValueError, match="start_logits of the result with unique_id 7 are not"):
-        compute_predictions(*_one_window([0, 0, 0, float("nan"), 0, 0, 0], [0] * 7), 20, 30, True)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="start_logits of the result with unique_id 7 hold "
+                                             r"NaN or \+inf"):
+            compute_predictions(*_one_window([0, 0, 0, bad, 0, 0, 0], [0] * 7), 20, 30, True)
     examples, features, _ = _one_window([0] * 7, [0] * 7)
     with pytest.raises(ValueError, match="no result for the feature with unique_id 7 "
                                          r"\(question q\)"):
