@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 flags.DEFINE_list("configs", ["small", "base"], "Model configs: small (data/bert_config_mini."
-                  "json, L4 H256) and/or base (data/bert_config.json, L12 H768).")
+                  "json, L4 H256) and/or base (bert_config.json, L12 H768).")
 flags.DEFINE_integer("steps", 16, "Updates per run (the first 3 micro-batch runs are not timed).")
 flags.DEFINE_integer("batch_size", 8, "Sequences per micro-batch and rank.")
 flags.DEFINE_string("files_dir", "data/tfrecords/train", "Training TFRecords (seq 128, 20 "
@@ -38,7 +38,7 @@ flags.DEFINE_string("probe", None, "Internal: under mpirun, time the allreduce o
                     "of this bert_config and print {fp32: s, fp16: s} as JSON.")
 FLAGS = flags.FLAGS
 
-CONFIGS = {"small": "data/bert_config_mini.json", "base": "data/bert_config.json"}
+CONFIGS = {"small": "data/bert_config_mini.json", "base": "bert_config.json"}
 MPIRUN = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2"]
 # name: (ranks, extra flags, extra environment)
 VARIANTS = {

@@ -1,6 +1,10 @@
-# Sourced by the seed-run scripts (run_pretraining_*.sh, run_*_FPS.sh, run_mlperf.sh):
+# Sourced by the seed-run scripts (scripts/run_*.sh and run_*_FPS.sh at the root):
 #   ROOT, PYTHON      the clone and its .venv python (python3 without a .venv)
-#   launcher N        LAUNCH=(mpiexec ... -np N) and HOROVOD=(--horovod) when N > 1, else empty
+#   launcher N        LAUNCH=(mpiexec ... -np N) and HOROVOD=(--horovod) when N > 1, else empty.
+#                     Multi-node: HOSTS=host1:N,host2:N (mpiexec's -H: each host with its number
+#                     of ranks, one per GPU) runs that many ranks over those hosts, whatever N
+#                     says; the clone and data must be at the same paths on every host, and
+#                     each rank takes the GPU of its local rank.
 #   require PATH...   one-line error and exit 1 for the first missing file or directory
 #   precision_flags PRECISION USE_XLA ALLOWED...   PREC=(the precision's and XLA's flags), or a
 #                     one-line error and exit 2 for a precision not in ALLOWED or USE_XLA not
@@ -14,10 +18,26 @@ SCRIPT=$(basename "$0")
 
 launcher() {
   LAUNCH=() HOROVOD=()
-  if (($1 > 1)); then
+  local ranks=$1 entry
+  if [[ -n ${HOSTS:-} ]]; then
+    ranks=0
+    for entry in ${HOSTS//,/ }; do
+      if [[ ! $entry =~ ^[^:]+:[1-9][0-9]*$ ]]; then
+        echo "$SCRIPT: error: HOSTS entry '$entry' is not HOST:RANKS (e.g. HOSTS=node1:8,node2:8)" >&2
+        exit 2
+      fi
+      ranks=$((ranks + ${entry##*:}))
+    done
+  fi
+  if ((ranks > 1)); then
     LAUNCH=(mpiexec)
     [[ $(id -u) -eq 0 ]] && LAUNCH+=(--allow-run-as-root)
-    LAUNCH+=(-np "$1" --bind-to socket)
+    if [[ -n ${HOSTS:-} ]]; then
+      # Horovod's multi-node form: ranks filled host by host, the environment passed along.
+      LAUNCH+=(-np "$ranks" -H "$HOSTS" --map-by slot --bind-to none -x PATH -x LD_LIBRARY_PATH)
+    else
+      LAUNCH+=(-np "$ranks" --bind-to socket)
+    fi
     HOROVOD=(--horovod)
   fi
 }

@@ -8,7 +8,7 @@
 #
 # Data: DATA_DIR/tfrecord (training TFRecords, seq 128 / 20 predictions). Log:
 # logs/tf_bert/1n{num_gpus}g/bert_b{batch}_{precision}_{TEST_NUM}.log.
-# Environment overrides: BERT_CONFIG (data/bert_config.json), INPUT_FILES_DIR, RESULTS_DIR,
+# Environment overrides: BERT_CONFIG (bert_config.json), INPUT_FILES_DIR, RESULTS_DIR,
 # LOG_DIR, WARMUP_STEPS, LEARNING_RATE, SAVE_CHECKPOINTS_STEPS, DISPLAY_LOSS_STEPS;
 # DRY_RUN=1 prints the command and exits.
 set -euo pipefail
@@ -24,7 +24,7 @@ TEST_NUM=${7:-1}
 seq_len=128
 max_pred_per_seq=20
 
-BERT_CONFIG=${BERT_CONFIG:-$ROOT/data/bert_config.json}
+BERT_CONFIG=${BERT_CONFIG:-$ROOT/bert_config.json}
 INPUT_FILES_DIR=${INPUT_FILES_DIR:-$DATA_DIR/tfrecord}
 GBS=$((train_batch_size * num_gpus))
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/results/tf_bert_pretraining_adam_base_${precision}_gbs${GBS}_$(date +%y%m%d%H%M%S)}

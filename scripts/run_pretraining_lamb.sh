@@ -35,7 +35,7 @@ bert_model=${15:-large}
 DATA_DIR=${DATA_DIR:-$ROOT/data}
 case $bert_model in
   large) BERT_CONFIG=${BERT_CONFIG:-$DATA_DIR/uncased_L-24_H-1024_A-16/bert_config.json} ;;
-  base) BERT_CONFIG=${BERT_CONFIG:-$ROOT/data/bert_config.json} ;;
+  base) BERT_CONFIG=${BERT_CONFIG:-$ROOT/bert_config.json} ;;
   *) echo "$SCRIPT: error: bert_model '$bert_model' is not large or base" >&2; exit 2 ;;
 esac
 precision_flags "$precision" "$use_xla" fp32 fp16 manual_fp16

@@ -1,5 +1,6 @@
 """The seed-run scripts: each dry run prints its published set-up's flags, each runs a few real
-steps on data made from the sample corpus, and prepare_data.sh is resumable and checks md5s."""
+steps on data made from the sample corpus, prepare_data.sh is resumable and checks md5s, and
+the multi-node form (HOSTS, the SLURM batch script) launches the ranks it names."""
 
 import json
 import os
@@ -14,9 +15,16 @@ TINY_CONFIG = {"attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
                "num_hidden_layers": 1, "type_vocab_size": 2, "vocab_size": 30522}
 
 
+# The design card's entry points live at the repository root; the other scripts in scripts/.
+ROOT_SCRIPTS = ("run_1card_FPS.sh", "run_multi_card_FPS.sh")
+
+
 def script(name, *args, env=None, check=True):
+    """Runs a seed script as a user does, from the repository root: `bash run_1card_FPS.sh`,
+    `bash scripts/run_mlperf.sh`."""
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-    result = subprocess.run(["bash", os.path.join(REPO, "scripts", name), *map(str, args)],
+    path = name if name in ROOT_SCRIPTS else os.path.join("scripts", name)
+    result = subprocess.run(["bash", path, *map(str, args)],
                             cwd=REPO, env=environment, capture_output=True, text=True,
                             check=False)
     if check and result.returncode != 0:
@@ -71,6 +79,54 @@ def test_dry_run_prints_the_published_setup(name, args, env, expected):
 def test_single_gpu_runs_have_no_mpiexec():
     assert "mpiexec" not in dry("run_pretraining_adam.sh", "data", 1)
     assert "--horovod" not in dry("run_multi_card_FPS.sh", env={"CUDA_VISIBLE_DEVICES": "0"})
+
+
+def test_bert_config_at_the_root_is_dlperfs_bert_base():
+    """bert_config.json at the root is BERT-base (DLPerf's run) and the Adam script's default."""
+    import modeling
+
+    config = modeling.BertConfig.from_json_file(os.path.join(REPO, "bert_config.json"))
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
+            config.intermediate_size, config.vocab_size) == (768, 12, 12, 3072, 30522)
+    assert f"--bert_config_file={REPO}/bert_config.json" in dry("run_pretraining_adam.sh")
+
+
+@pytest.mark.parametrize("name,args", [("run_pretraining_adam.sh", ["/d", 8]),
+                                       ("run_multi_card_FPS.sh", []),
+                                       ("run_mlperf.sh", ["config_A100x1x2"]),
+                                       ("run_squad.sh", [8])])
+def test_hosts_give_the_multi_node_command(name, args):
+    """HOSTS=node1:8,node2:8 makes every launcher's dry run print mpiexec over both hosts with
+    16 ranks, Horovod on, the environment passed to the remote ranks."""
+    output = dry(name, *args, env={"HOSTS": "node1:8,node2:8"})
+    for part in ("mpiexec", "-np 16", r"-H node1:8\,node2:8", "--map-by slot", "-x PATH",
+                 "--horovod"):
+        assert part in output, f"{part} missing from:\n{output}"
+
+
+def test_bad_hosts_entry_is_one_line_error():
+    result = script("run_pretraining_adam.sh", env={"DRY_RUN": "1", "HOSTS": "node1,node2:8"},
+                    check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("run_pretraining_adam.sh: error: HOSTS entry 'node1' is not "
+                                     "HOST:RANKS (e.g. HOSTS=node1:8,node2:8)")
+
+
+def test_slurm_batch_script_runs_a_seed_script_over_its_nodes(tmp_path):
+    """scripts/slurm_pretraining.sbatch turns the allocation (scontrol's host names, tasks per
+    node) into HOSTS for the seed script it is given: one rank per task on every node."""
+    scontrol = tmp_path / "scontrol"  # stands in for SLURM's: the allocation's host names
+    scontrol.write_text("#!/bin/sh\nprintf 'gpu-a\\ngpu-b\\n'\n")
+    scontrol.chmod(0o755)
+    result = subprocess.run(
+        ["bash", os.path.join("scripts", "slurm_pretraining.sbatch"),
+         "scripts/run_pretraining_adam.sh", "/d", "4"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+        env=dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}", DRY_RUN="1",
+                 SLURM_JOB_NODELIST="gpu-[a-b]", SLURM_NTASKS_PER_NODE="4",
+                 SLURM_SUBMIT_DIR=REPO))
+    assert r"-np 8 -H gpu-a:4\,gpu-b:4" in result.stdout, result.stdout
+    assert "--horovod" in result.stdout
 
 
 def test_missing_data_is_one_line_error(tmp_path):
@@ -149,17 +205,19 @@ def checkpoint(tmp_path_factory, data):
     return out / "model.ckpt-1"
 
 
-@pytest.mark.parametrize("name", ["run_1card_FPS.sh", "run_multi_card_FPS.sh"])
-def test_fps_scripts_print_fps_and_accuracy(tmp_path, data, checkpoint, name):
-    """The BI-V100 scripts train from a checkpoint with the published flags (steps overridden)
-    and end with the FPS and eval accuracy lines."""
+@pytest.mark.parametrize("name,env", [
+    ("run_1card_FPS.sh", {"CUDA_VISIBLE_DEVICES": "0"}),
+    ("run_multi_card_FPS.sh", {"HOSTS": "localhost:2"})])
+def test_fps_scripts_print_fps_and_accuracy(tmp_path, data, checkpoint, name, env):
+    """The BI-V100 scripts, run from the repository root as their instructions say, train from
+    a checkpoint with the published flags (steps overridden) and end with the FPS and eval
+    accuracy lines; the multi-card one through the multi-node form (HOSTS) with 2 real ranks."""
     result = script(name, f"--input_files_dir={data / '512_76' / 'train'}",
                     f"--eval_files_dir={data / '512_76' / 'eval'}",
                     f"--init_checkpoint={checkpoint}", "--train_batch_size=2",
                     f"--bert_config_file={data / 'bert_config.json'}", "--num_train_steps=3",
                     "--num_accumulation_steps=1", "--max_eval_steps=2", "--eval_batch_size=4",
-                    "--display_loss_steps=1",
-                    env={"CUDA_VISIBLE_DEVICES": "0", "OUTPUT_DIR": str(tmp_path / "out")})
+                    "--display_loss_steps=1", env={**env, "OUTPUT_DIR": str(tmp_path / "out")})
     fps_line, accuracy_line = result.stdout.strip().splitlines()[-2:]
     assert fps_line == f"FPS: {last_throughput(tmp_path / 'out'):.2f} sequences/s"
     assert accuracy_line.startswith("eval masked_lm_accuracy: ")
