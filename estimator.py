@@ -10,8 +10,9 @@ Contract (tf.estimator's):
 `Estimator.train` builds a fresh graph, restores the latest checkpoint of `model_dir` (or, when
 there is none, runs `warm_start`, e.g. loading an init checkpoint), then runs `train_op` once per
 micro-batch until `global_step` reaches `max_steps`. Built-in hooks: `StepLoggingHook` (stops
-at `max_steps`; losses, learning rate, sequences/s to a `train_logging.RunLogger`) and, on the chief only,
-`CheckpointHook`. Extra hooks come in through `hooks`; the Horovod variable broadcast goes there
+at `max_steps`; losses, learning rate, sequences/s to a `train_logging.RunLogger`; on the chief
+a `progress.Progress` line with steps, loss, seq/s and ETA, as evaluation has one for batches)
+and, on the chief only, `CheckpointHook`. Extra hooks come in through `hooks`; the Horovod variable broadcast goes there
 (it must run after restore and warm start, which `after_create_session` hooks do).
 
 Checkpoints: TF1 Saver; a checkpoint becomes the latest only when `Saver.save` has written it
@@ -38,6 +39,7 @@ import tensorflow as tf
 from absl import logging
 
 from distributed import SingleProcess
+from progress import Progress
 from train_logging import RunLogger
 
 tf1 = tf.compat.v1
@@ -105,6 +107,24 @@ class RunConfig(NamedTuple):
     max_consecutive_skips: int = 1
 
 
+class Evaluation(NamedTuple):
+    """Evaluation during training, in the training session (every rank runs it on the same
+    weights and data, so every rank takes the same decision).
+
+    input_fn: the eval input_fn (called with params).
+    every_steps: evaluate whenever the global step reaches a multiple of this, and at the last
+      step of the run.
+    max_batches: at most this many batches per evaluation (None: one pass of the input).
+    on_result: callable(step, results) with results = {metric: value, "loss", "eval_batches",
+      "eval_sequences", "eval_seconds"}; returns True to stop training at this step.
+    """
+
+    input_fn: object
+    every_steps: int
+    max_batches: int | None
+    on_result: object
+
+
 class Estimator:
     """Trains and evaluates `model_fn` (see the module docstring)."""
 
@@ -162,8 +182,10 @@ class Estimator:
             self.warm_start()
         return spec, features, iterator
 
-    def train(self, input_fn, max_steps, hooks=(), input_fingerprint=""):
-        """Trains until global_step == max_steps, resuming from `model_dir`; returns the step.
+    def train(self, input_fn, max_steps, hooks=(), input_fingerprint="", evaluation=None):
+        """Trains until global_step == max_steps (or `evaluation.on_result` says stop), resuming
+        from `model_dir`; returns the run's summary ({global_step, steps, wall_seconds,
+        throughput_train, final_loss}, as logged).
 
         `input_fingerprint` describes what `input_fn` reads (files, sizes, batch, seed): a saved
         input position is restored only into a pipeline of the same fingerprint; otherwise the
@@ -172,8 +194,9 @@ class Estimator:
         """
         start_step = self.checkpoint_step()
         if start_step >= max_steps:
-            self.logger.summary("train", {"global_step": start_step, "note": "already trained"})
-            return start_step
+            summary = {"global_step": start_step, "note": "already trained"}
+            self.logger.summary("train", summary)
+            return summary
         distributed = self.config.distributed
         restore_input = start_step > 0 and InputState.exists(
             self.config.model_dir, distributed.rank, start_step, input_fingerprint)
@@ -206,6 +229,8 @@ class Estimator:
             if restore_input:
                 all_hooks.append(_RestoreInputHook(input_state, start_step))
             all_hooks.append(logging_hook)
+            if evaluation is not None:
+                all_hooks.append(self._evaluation_hook(evaluation, step_after, max_steps))
             if skipped_after is not None:
                 all_hooks.append(NonFiniteUpdateHook(
                     step_after, skipped_after, logged, self.config.max_consecutive_skips,
@@ -225,7 +250,28 @@ class Estimator:
         if self.is_chief:
             summary["checkpoints"] = self.config.model_dir
         self.logger.summary("train", summary)
-        return summary["global_step"]
+        return summary
+
+    def _evaluation_hook(self, evaluation, step_after, max_steps):
+        """Builds the EVAL model on the training graph's variables (model_fn must name its
+        variable scopes, not rely on default names) and returns the hook running it."""
+        dataset = evaluation.input_fn(dict(self.params, skip_steps=0))
+        iterator = tf1.data.make_initializable_iterator(dataset)
+        features = iterator.get_next()
+        known = set(tf1.get_collection(tf1.GraphKeys.METRIC_VARIABLES))
+        with tf1.variable_scope(tf1.get_variable_scope(), reuse=True), \
+                tf1.name_scope("evaluation"):
+            spec = self.model_fn(features, None, ModeKeys.EVAL, self.params)
+            metrics = dict(spec.eval_metric_ops or {})
+            metrics["loss"] = tf1.metrics.mean(spec.loss)
+        fresh = [v for v in tf1.get_collection(tf1.GraphKeys.METRIC_VARIABLES) if v not in known]
+        return EvaluationHook(
+            evaluation, step_after, max_steps,
+            start=tf.group(iterator.initializer, tf1.variables_initializer(fresh)),
+            update=(tf.group([update for _, update in metrics.values()]),
+                    tf.shape(tf.nest.flatten(features)[0])[0]),
+            values={name: value for name, (value, _) in metrics.items()},
+            show_progress=self.is_chief)
 
     def evaluate(self, input_fn, steps=None, checkpoint_path=None):
         """Evaluates the latest checkpoint (or `checkpoint_path`, or the warm start) over at most
@@ -247,10 +293,15 @@ class Estimator:
             final = _FinalValuesHook(values)
             batches = sequences = 0
             start = time.monotonic()
+            progress = Progress("eval", steps, unit="batches") if self.is_chief else None
             with tf1.train.MonitoredSession(session_creator=creator, hooks=[final]) as session:
                 while not session.should_stop() and (steps is None or batches < steps):
                     sequences += int(session.run([updates, batch_size])[1])
                     batches += 1
+                    if progress:
+                        progress.update(1)
+            if progress:
+                progress.close()
             seconds = time.monotonic() - start
         results = {name: _plain(value) for name, value in final.values.items()}
         self.logger.summary("eval", dict(results, eval_batches=batches, eval_sequences=sequences,
@@ -308,6 +359,8 @@ class StepLoggingHook(tf1.train.SessionRunHook):
     def after_create_session(self, session, coord):
         self._start_step = self._last_step = int(session.run(tf1.train.get_global_step()))
         self._wall_start = time.monotonic()
+        self._progress = (Progress("train", self._max_steps - self._start_step, unit="steps")
+                          if self._config.distributed.is_chief else None)
 
     def before_run(self, run_context):
         self._t0 = time.monotonic()
@@ -322,15 +375,26 @@ class StepLoggingHook(tf1.train.SessionRunHook):
             self._timed_seconds += seconds
             self._interval[0] += 1
             self._interval[1] += seconds
-        self._loss_sum[0] += float(values["total_loss"])
+        self._last_loss = float(values["total_loss"])
+        self._loss_sum[0] += self._last_loss
         self._loss_sum[1] += 1
         step = int(values["step"])
         updated, self._last_step = step != self._last_step, step
         if step >= self._max_steps:
             run_context.request_stop()
+        if updated and self._progress:
+            detail = f"loss {float(values['total_loss']):.4g}"
+            if self._timed_runs:
+                rate = self._sequences_per_second(self._timed_runs, self._timed_seconds)
+                detail += f", {rate:.1f} seq/s"
+            self._progress.update(1, detail)
         if updated and (step % self._config.log_every_steps == 0 or step == self._start_step + 1
                         or step >= self._max_steps):
             self._report(step, values)
+
+    def end(self, session):
+        if self._progress:
+            self._progress.close()
 
     def _report(self, step, values):
         metrics = {name: float(value) for name, value in values.items() if name != "step"}
@@ -338,6 +402,8 @@ class StepLoggingHook(tf1.train.SessionRunHook):
         runs, seconds = self._interval
         if runs:
             metrics["throughput_train"] = self._sequences_per_second(runs, seconds)
+        if self._progress:
+            self._progress.clear()
         self._logger.step(step, metrics)
         self._interval = [0, 0.0]
         self._loss_sum = [0.0, 0]
@@ -347,13 +413,64 @@ class StepLoggingHook(tf1.train.SessionRunHook):
         return runs * self._config.sequences_per_run / max(seconds, 1e-9)
 
     def summary(self):
-        """{global_step, steps, wall_seconds, timed sequences/s} of this process's run."""
+        """{global_step, steps, wall_seconds, timed sequences/s, final_loss (the last
+        micro-batch's total loss)} of this process's run."""
         result = {"global_step": self._last_step, "steps": self._last_step - self._start_step,
                   "wall_seconds": round(time.monotonic() - self._wall_start, 2)}
+        if self._runs:
+            result["final_loss"] = round(self._last_loss, 6)
         if self._timed_runs:
             result["throughput_train"] = round(
                 self._sequences_per_second(self._timed_runs, self._timed_seconds), 2)
         return result
+
+
+class EvaluationHook(tf1.train.SessionRunHook):
+    """Runs an `Evaluation` in the training session after the updates that reach its interval
+    or the run's last step; stops the run when `on_result` returns True."""
+
+    def __init__(self, evaluation, step_after, max_steps, start, update, values,
+                 show_progress):
+        self._evaluation = evaluation
+        self._step_after = step_after
+        self._max_steps = max_steps
+        self._start, self._update, self._values = start, update, values
+        self._show_progress = show_progress
+
+    def after_create_session(self, session, coord):
+        self._last_step = int(session.run(tf1.train.get_global_step()))
+
+    def before_run(self, run_context):
+        return tf1.train.SessionRunArgs(self._step_after)
+
+    def after_run(self, run_context, run_values):
+        step = int(run_values.results)
+        updated, self._last_step = step != self._last_step, step
+        due = updated and (step % self._evaluation.every_steps == 0 or step >= self._max_steps)
+        if due and self._evaluation.on_result(step, self.evaluate(run_context.session)):
+            run_context.request_stop()
+
+    def evaluate(self, session):
+        """One evaluation in `session`: {metric: value, "loss", eval_batches, eval_sequences,
+        eval_seconds}."""
+        limit = self._evaluation.max_batches
+        progress = Progress("eval", limit, unit="batches") if self._show_progress else None
+        start = time.monotonic()
+        session.run(self._start)
+        batches = sequences = 0
+        while limit is None or batches < limit:
+            try:
+                sequences += int(session.run(self._update)[1])
+            except tf.errors.OutOfRangeError:
+                break
+            batches += 1
+            if progress:
+                progress.update(1)
+        if progress:
+            progress.close()
+        results = {name: _plain(value) for name, value in session.run(self._values).items()}
+        return dict(results, eval_batches=batches, eval_sequences=sequences,
+                    eval_seconds=round(time.monotonic() - start, 2))
 
 
 class InputState:

@@ -63,16 +63,20 @@ class OptimizerOps(NamedTuple):
     skipped_steps: tf.Variable  # int64: updates skipped for non-finite gradients
 
 
+# Google's constants (module docstring), the defaults of create_optimizer.
+WEIGHT_DECAY_RATE, BETA_1, BETA_2, EPSILON = 0.01, 0.9, 0.999, 1e-6
+
+
 def create_optimizer(
     loss,
     init_lr,
     num_train_steps,
     num_warmup_steps,
     optimizer_type="adam",
-    weight_decay_rate=0.01,
-    beta_1=0.9,
-    beta_2=0.999,
-    epsilon=1e-6,
+    weight_decay_rate=WEIGHT_DECAY_RATE,
+    beta_1=BETA_1,
+    beta_2=BETA_2,
+    epsilon=EPSILON,
     poly_power=None,
     end_lr=0.0,
     rescale_decay=None,

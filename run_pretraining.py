@@ -22,6 +22,7 @@ latest checkpoint; `--init_checkpoint` is loaded only when `--output_dir` has no
 import contextlib
 import json
 import os
+import platform
 import sys
 
 import tensorflow as tf
@@ -30,9 +31,11 @@ from google.protobuf.message import DecodeError
 
 import estimator
 import input_pipeline
+import mlperf_log
 import modeling
 import optimization
 import session_setup
+import time_to_train
 import train_logging
 
 tf1 = tf.compat.v1
@@ -89,6 +92,23 @@ flags.DEFINE_bool("use_xla", False, "XLA auto-clustering (jit) of the training s
 flags.DEFINE_integer("intra_op_threads", 0, "Threads inside one op (0: TensorFlow's choice).")
 flags.DEFINE_integer("inter_op_threads", 0, "Ops run in parallel (0: TensorFlow's choice).")
 flags.DEFINE_integer("seed", 12345, "Seeds initialisation, dropout and the order of the data.")
+flags.DEFINE_integer("eval_interval_samples", 0, "Evaluate every this many training samples "
+                     "(sequences over all ranks) during training, and at the last step, on "
+                     "--eval_files_dir (up to --max_eval_steps batches). 0: one evaluation at the "
+                     "end with --do_eval; in MLPerf mode MLPerf's interval, floor(0.05 x (230.23 "
+                     "x global batch + 3,000,000) / 25,000) x 25,000.", lower_bound=0)
+flags.DEFINE_float("stop_threshold", None, "Stop training as soon as an evaluation reaches this "
+                   "masked-LM accuracy, with a checkpoint there (MLPerf: 0.720, the default in "
+                   "MLPerf mode).")
+flags.DEFINE_string("mlperf_log_file", None, "MLPerf mode: write an MLPerf training log here "
+                    "(mllog, ruleset 5.0.0, rank 0, a fresh file; an earlier one is kept as "
+                    "FILE.N), evaluate during training and stop at --stop_threshold.")
+flags.DEFINE_enum("mlperf_division", "closed", ["closed", "open"], "MLPerf division.")
+flags.DEFINE_string("mlperf_submission_org", "bert-tf", "MLPerf submission_org.")
+flags.DEFINE_string("mlperf_submission_platform", None, "MLPerf submission_platform (default: "
+                    "RANKSx the machine type, e.g. 8xx86_64).")
+flags.DEFINE_enum("mlperf_submission_status", "onprem", ["onprem", "cloud", "research"],
+                  "MLPerf submission_status.")
 flags.DEFINE_bool("skip_corrupt_records", False, "Leave out corrupt input records (truncated, bad "
                   "CRC, not a tf.train.Example, wrong feature lengths) instead of stopping; "
                   "their count is logged per file and in the run summary.")
@@ -127,11 +147,35 @@ def _bert_config():
     return config
 
 
+def _evaluates_while_training():
+    return FLAGS.do_train and (FLAGS.eval_interval_samples > 0 or bool(FLAGS.mlperf_log_file))
+
+
+def _check_time_to_train():
+    """The evaluation-during-training, threshold and MLPerf flags fit together."""
+    if (FLAGS.eval_interval_samples or FLAGS.stop_threshold is not None
+            or FLAGS.mlperf_log_file) and not FLAGS.do_train:
+        raise FlagError("--eval_interval_samples, --stop_threshold and --mlperf_log_file act "
+                        "during training: add --do_train")
+    if FLAGS.stop_threshold is not None:
+        if not 0 < FLAGS.stop_threshold <= 1:
+            raise FlagError(f"--stop_threshold={FLAGS.stop_threshold} is a masked-LM accuracy: "
+                            "pass a value in (0, 1], e.g. 0.720")
+        if not _evaluates_while_training():
+            raise FlagError("--stop_threshold needs evaluations during training: pass "
+                            "--eval_interval_samples=N (or --mlperf_log_file)")
+    if (FLAGS.mlperf_log_file and FLAGS.mlperf_division == "closed"
+            and FLAGS.optimizer_type != "lamb"):
+        raise FlagError("MLPerf's closed division trains BERT with LAMB: pass "
+                        "--optimizer_type=lamb, or --mlperf_division=open")
+
+
 def _data_files(num_ranks):
     """(train files, eval files), checked against the flags; [] for a phase not run."""
     if FLAGS.input_files_dir and FLAGS.input_file:
         raise FlagError("pass either --input_files_dir or --input_file, not both")
-    needs_input = FLAGS.do_train or (FLAGS.do_eval and not FLAGS.eval_files_dir)
+    evaluates = FLAGS.do_eval or _evaluates_while_training()
+    needs_input = FLAGS.do_train or (evaluates and not FLAGS.eval_files_dir)
     if needs_input and not (FLAGS.input_files_dir or FLAGS.input_file):
         raise FlagError("--input_files_dir (or --input_file) is required: the TFRecord files "
                         "written by create_pretraining_data.py")
@@ -141,7 +185,7 @@ def _data_files(num_ranks):
     if FLAGS.do_train and len(train_files) < num_ranks:
         raise FlagError(f"{len(train_files)} training files for {num_ranks} ranks: write at "
                         "least one file per rank")
-    if FLAGS.do_eval:
+    if evaluates:
         if FLAGS.eval_files_dir:
             eval_files = input_pipeline.list_input_files(FLAGS.eval_files_dir,
                                                          flag="--eval_files_dir")
@@ -220,6 +264,7 @@ def check_flags(num_ranks):
                         f"--max_seq_length={FLAGS.max_seq_length}")
     if FLAGS.amp_dtype == "bfloat16" and not _amp():
         raise FlagError("--amp_dtype=bfloat16 needs --amp (or --use_fp16)")
+    _check_time_to_train()
     if FLAGS.num_warmup_steps > FLAGS.num_train_steps:
         logging.warning("--num_warmup_steps=%d > --num_train_steps=%d: the run only warms up",
                         FLAGS.num_warmup_steps, FLAGS.num_train_steps)
@@ -270,9 +315,9 @@ def model_fn_builder(bert_config, distributed):
             return build(features, mode)
 
     def build(features, mode):
-        model = modeling.BertModel(
+        model = modeling.BertModel(  # a named scope: evaluation during training reuses it
             bert_config, mode == estimator.ModeKeys.TRAIN, features["input_ids"],
-            features["input_mask"], features["segment_ids"])
+            features["input_mask"], features["segment_ids"], scope="bert")
         mlm_loss, mlm_example_loss, mlm_log_probs = modeling.get_masked_lm_output(
             bert_config, model.get_sequence_output(), model.get_embedding_table(),
             features["masked_lm_positions"], features["masked_lm_ids"],
@@ -341,6 +386,43 @@ def _naming_corrupt_records(files):
         raise found from None
 
 
+def _global_batch_size(distributed):
+    return FLAGS.train_batch_size * FLAGS.num_accumulation_steps * distributed.size
+
+
+def _eval_interval_steps(global_batch_size):
+    """Updates between evaluations during training (--eval_interval_samples or MLPerf's)."""
+    samples = (FLAGS.eval_interval_samples
+               or mlperf_log.default_eval_interval_samples(global_batch_size))
+    return max(1, -(-samples // global_batch_size))
+
+
+def _time_to_train(logger, distributed):
+    """The run towards the accuracy threshold, with the MLPerf log on rank 0 in MLPerf mode."""
+    threshold, mlperf = FLAGS.stop_threshold, None
+    if FLAGS.mlperf_log_file:
+        if threshold is None:
+            threshold = mlperf_log.TARGET_ACCURACY
+        if distributed.is_chief:
+            mlperf = mlperf_log.MlperfLog(FLAGS.mlperf_log_file, submission={
+                "org": FLAGS.mlperf_submission_org, "division": FLAGS.mlperf_division,
+                "status": FLAGS.mlperf_submission_status,
+                "platform": (FLAGS.mlperf_submission_platform
+                             or f"{distributed.size}x{platform.machine()}")}, hyperparameters={
+                "seed": FLAGS.seed, "global_batch_size": _global_batch_size(distributed),
+                "gradient_accumulation_steps": FLAGS.num_accumulation_steps,
+                "max_sequence_length": FLAGS.max_seq_length,
+                "learning_rate": FLAGS.learning_rate * distributed.size,
+                "training_steps": FLAGS.num_train_steps, "warmup_steps": FLAGS.num_warmup_steps,
+                "optimizer": {"epsilon": optimization.EPSILON, "beta_1": optimization.BETA_1,
+                              "beta_2": optimization.BETA_2,
+                              "weight_decay_rate": optimization.WEIGHT_DECAY_RATE}})
+            if mlperf.previous:
+                logging.info("MLPerf log of the earlier run kept as %s", mlperf.previous)
+    return time_to_train.TimeToTrain(logger, mlperf, threshold, _global_batch_size(distributed),
+                                     FLAGS.num_train_steps)
+
+
 def run(bert_config, train_files, eval_files, distributed):
     """Train and/or evaluate as the flags say; returns the eval results or None."""
     if distributed.is_chief:
@@ -379,11 +461,11 @@ def run(bert_config, train_files, eval_files, distributed):
             skip_batches=params["skip_steps"] * FLAGS.num_accumulation_steps,
             skip_corrupt_records=FLAGS.skip_corrupt_records)
 
-    def eval_input_fn(params):
+    def eval_input_fn(params, skipped=eval_skips):
         del params
         return input_pipeline.eval_dataset(eval_files, FLAGS.eval_batch_size,
                                            FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
-                                           skipped=eval_skips)
+                                           skipped=skipped)
 
     def likely_train_files():
         records_read = (runner.checkpoint_step() * FLAGS.num_accumulation_steps
@@ -391,16 +473,33 @@ def run(bert_config, train_files, eval_files, distributed):
         return input_pipeline.likely_reading_order(train_files, FLAGS.seed, distributed.rank,
                                                    distributed.size, records_read)
 
-    results = None
+    results = target = evaluation = None
     try:
         if FLAGS.do_train:
             hooks = [*distributed.training_hooks(), *([train_skips.hook()] if train_skips else [])]
+            if _evaluates_while_training():
+                target = _time_to_train(logger, distributed)
+                hooks.append(target.hook())
+                evaluation = estimator.Evaluation(  # the eval set's corrupt records stop it
+                    lambda params: eval_input_fn(params, skipped=None),
+                    _eval_interval_steps(_global_batch_size(distributed)),
+                    FLAGS.max_eval_steps, target.on_result)
             with _naming_corrupt_records(likely_train_files):
-                runner.train(train_input_fn, FLAGS.num_train_steps, hooks=hooks,
-                             input_fingerprint=input_fingerprint(train_files, distributed))
+                summary = runner.train(train_input_fn, FLAGS.num_train_steps, hooks=hooks,
+                                       input_fingerprint=input_fingerprint(train_files,
+                                                                           distributed),
+                                       evaluation=evaluation)
             if train_skips:
                 logger.summary("corrupt_records", train_skips.summary())
-        if FLAGS.do_eval and distributed.is_chief:
+            if target:
+                target.finish(summary)
+        if target and target.last and distributed.is_chief:  # the last evaluation's results
+            step, last = target.last
+            results = dict({name: value for name, value in last.items()
+                            if not name.startswith("eval_")}, global_step=step)
+            path = session_setup.write_results(FLAGS.output_dir, results)
+            logger.summary("outputs", {"eval_results": path})
+        elif FLAGS.do_eval and distributed.is_chief:
             with _naming_corrupt_records(lambda: eval_files):
                 results = runner.evaluate(eval_input_fn, steps=FLAGS.max_eval_steps)
             if eval_skips:

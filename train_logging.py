@@ -1,8 +1,9 @@
 """The one logging interface of a training run: `RunLogger` fans records out to sinks.
 
 Sinks shipped here: the terminal (absl logging), one JSON object per line in the output directory
-(dllogger style, for machines) and TensorBoard scalars. An MLPerf `mllog` sink, progress bars or a
-plot writer plug in by implementing `Sink`; nothing else in the training code changes.
+(dllogger style, for machines) and TensorBoard scalars. Other outputs plug in by implementing
+`Sink`; the MLPerf log (mlperf_log.py) and the progress line (progress.py) have their own events
+and are driven by the training code directly.
 
 Records:
   step(step, metrics)    periodic training metrics at a global step (loss, learning rate, seq/s)
@@ -61,7 +62,8 @@ class JsonLinesSink(Sink):
 
 
 class TensorBoardSink(Sink):
-    """Scalars of every step record as TensorBoard summaries in `logdir` (graph mode writer)."""
+    """Scalars of every step record, and of every evaluation ("eval" summary with its
+    global_step) under `eval/`, as TensorBoard summaries in `logdir` (graph mode writer)."""
 
     def __init__(self, logdir):
         import tensorflow as tf  # only this sink needs TensorFlow
@@ -70,9 +72,18 @@ class TensorBoardSink(Sink):
         self._writer = tf.compat.v1.summary.FileWriterCache.get(logdir)
 
     def step(self, step, metrics):
+        self._write(step, metrics)
+
+    def summary(self, name, values):
+        if name == "eval" and "global_step" in values:
+            self._write(values["global_step"], {
+                f"eval/{key}": value for key, value in values.items()
+                if key != "global_step" and isinstance(value, (int, float))})
+
+    def _write(self, step, scalars):
         summary = self._tf.compat.v1.Summary(value=[
             self._tf.compat.v1.Summary.Value(tag=name, simple_value=float(value))
-            for name, value in metrics.items()])
+            for name, value in scalars.items()])
         self._writer.add_summary(summary, step)
 
     def close(self):

@@ -91,13 +91,18 @@ report() {
   "$PYTHON" - "$1" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-fps = [r["data"]["throughput_train"] for r in map(json.loads, open(os.path.join(out, "train_log.jsonl")))
-       if "throughput_train" in r.get("data", {})]
+records = [json.loads(line) for line in open(os.path.join(out, "train_log.jsonl"))]
+fps = [r["data"]["throughput_train"] for r in records if "throughput_train" in r.get("data", {})]
 print(f"FPS: {fps[-1]:.2f} sequences/s" if fps else "FPS: not logged (no training steps ran)")
 path = os.path.join(out, "eval_results.txt")
 if os.path.exists(path):
     results = dict(line.strip().split(" = ") for line in open(path) if " = " in line)
     print(f"eval masked_lm_accuracy: {float(results['masked_lm_accuracy']):.6f}")
+target = [r["data"] for r in records if r["type"] == "time_to_train"]
+if target and "time_to_train_seconds" in target[-1]:
+    t = target[-1]
+    print(f"time to train: {t['time_to_train_seconds']:.1f} s ({t['status']}), {t['steps']} steps,"
+          f" final loss {t.get('final_loss', float('nan')):.4f}")
 PY
 }
 

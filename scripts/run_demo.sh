@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo run, no arguments: pre-train the mini BERT (data/bert_config_mini.json: 4 layers,
 # hidden 256) on the shipped sample corpus on CPU for a few minutes, evaluate on held-out
-# documents, print masked-LM accuracy, throughput and where the outputs are.
+# documents (4 times during training and at the end), print masked-LM accuracy, throughput and
+# where the outputs are, and draw the run (tools/plot_run.py: run_summary.png, run_summary.md).
 #   1. set-up (scripts/setup.sh, fast when done);
 #   2. data/tfrecords/{train,eval}/ from data/sample_corpus.txt if missing: the last
 #      EVAL_DOCUMENTS documents are held out for evaluation;
@@ -77,6 +78,7 @@ TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2} "$PYTHON" run_pretraining.py \
   --save_checkpoints_steps=100 \
   --display_loss_steps=20 \
   --max_eval_steps=100 \
+  --eval_interval_samples=$((STEPS * BATCH / 4)) \
   --seed=12345
 
 "$PYTHON" - "$OUTPUT_DIR" <<'EOF'
@@ -94,3 +96,4 @@ if train and "throughput_train" in train[-1]:
           f"{last['throughput_train']:.1f} sequences/s")
 print(f"[demo] outputs: {out} (checkpoints, eval_results.txt, train_log.jsonl, TensorBoard)")
 EOF
+"$PYTHON" tools/plot_run.py "$OUTPUT_DIR" | sed "s/^/[demo] /"

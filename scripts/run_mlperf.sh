@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # MLPerf BERT phase 2 from a config in scripts/configs/ (config_A100x1x1, config_A100x1x2):
-# seq 512, 76 predictions, LAMB, from MLPerf's model.ckpt-28252, then eval on the 10,000
-# instances picked by tools/pick_eval_samples.py; prints FPS and masked-LM accuracy.
+# seq 512, 76 predictions, LAMB, from MLPerf's model.ckpt-28252, in MLPerf mode: evaluations
+# on the 10,000 instances picked by tools/pick_eval_samples.py during training (MLPerf's
+# interval), stop at masked-LM accuracy 0.720, the MLPerf log in OUTPUT_DIR/mlperf.log; prints
+# FPS, the masked-LM accuracy and the time to train.
 #
 #   scripts/run_mlperf.sh CONFIG_NAME [extra run_pretraining.py flags, which win]
 #
 # Environment: DATA_DIR (data/mlperf) holding training/ (TFRecords 512/76), eval_10k/ and
 # phase1/{model.ckpt-28252.*,bert_config.json}; overrides MAX_STEPS, BATCHSIZE, EVAL_BATCHSIZE,
-# INIT_CHECKPOINT, BERT_CONFIG, OUTPUT_DIR; DRY_RUN=1 prints the command and exits.
+# EVAL_INTERVAL_SAMPLES, TARGET_ACCURACY, INIT_CHECKPOINT, BERT_CONFIG, OUTPUT_DIR, HOSTS
+# (multi-node); DRY_RUN=1 prints the command and exits.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
 
@@ -18,7 +21,8 @@ if [[ ! -f $config_file ]]; then
   echo "$SCRIPT: error: no config $config; choose one of: $(cd "$ROOT/scripts/configs" && ls -- *.sh | sed 's/\.sh$//' | tr '\n' ' ')" >&2
   exit 2
 fi
-overrides=$(declare -p MAX_STEPS BATCHSIZE EVAL_BATCHSIZE 2>/dev/null || true)
+overrides=$(declare -p MAX_STEPS BATCHSIZE EVAL_BATCHSIZE EVAL_INTERVAL_SAMPLES TARGET_ACCURACY \
+  2>/dev/null || true)
 source "$config_file"
 eval "$overrides"  # environment values win over the config's
 
@@ -50,6 +54,9 @@ run "$ROOT/logs/mlperf/${config}_$(date +%y%m%d%H%M%S).log" \
   --eval_batch_size="$EVAL_BATCHSIZE" \
   --max_eval_steps=$(((10000 + EVAL_BATCHSIZE - 1) / EVAL_BATCHSIZE)) \
   --save_checkpoints_steps="$MAX_STEPS" \
+  --mlperf_log_file="$OUTPUT_DIR/mlperf.log" \
+  --eval_interval_samples="$EVAL_INTERVAL_SAMPLES" \
+  --stop_threshold="$TARGET_ACCURACY" \
   "${HOROVOD[@]}" --amp \
   --allreduce_post_accumulation=True \
   "$@"

@@ -33,3 +33,25 @@ def test_plain_stream_gets_full_lines_only_after_interval():
     progress.close()
     assert stream.getvalue() == stream.getvalue().strip() + "\n"
     assert "\r" not in stream.getvalue() and "50/100 bytes (50%)" in stream.getvalue()
+
+
+def test_detail_is_shown_and_clear_erases_the_live_line():
+    """The detail text (training's loss and seq/s) follows the rate; clear() erases the terminal
+    line once, for a log line, and the next update draws it again with the last detail; off a
+    terminal clear() writes nothing."""
+    stream = FakeTerminal()
+    progress = Progress("train", total=100, unit="steps", stream=stream, tty_interval=0)
+    progress.update(1, "loss 7.5, 3.2 seq/s")
+    first = stream.getvalue()
+    assert "train: 1/100 steps (1%)" in first and ", loss 7.5, 3.2 seq/s, " in first
+    progress.clear()
+    progress.clear()
+    assert stream.getvalue() == first + "\r\033[K"
+    progress.update(1)
+    redrawn = stream.getvalue()[len(first) + len("\r\033[K"):]
+    assert redrawn.startswith("\r\033[Ktrain: 2/100 steps") and "loss 7.5" in redrawn
+    plain = io.StringIO()
+    quiet = Progress("train", total=100, unit="steps", stream=plain, plain_interval=3600)
+    quiet.update(1, "loss 7.5")
+    quiet.clear()
+    assert plain.getvalue() == ""

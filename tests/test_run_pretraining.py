@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -103,6 +104,10 @@ def test_training_lowers_the_loss_and_eval_writes_every_key(data, tmp_path):
         "model.ckpt-10", "model.ckpt-12"]
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(out))
     assert "throughput_train" in result.stderr and str(out) in result.stderr
+    # Progress off a terminal: at least the final line of training and of evaluation.
+    assert re.search(r"^train: 12/12 steps \(100%\), [\d.]+ steps/s, loss [\d.]+, "
+                     r"[\d.]+ seq/s, \d+s$", result.stderr, re.MULTILINE), result.stderr[-2000:]
+    assert re.search(r"^eval: \d+/\d+ batches", result.stderr, re.MULTILINE)
 
 
 # Runs run_pretraining.py, recording the thread settings in force when TensorFlow creates its

@@ -7,3 +7,7 @@ LR=4e-5
 MAX_STEPS=25000
 WARMUP_STEPS=0
 EVAL_BATCHSIZE=16
+# MLPerf mode: evaluate every EVAL_INTERVAL_SAMPLES training samples (0: MLPerf's interval for
+# the global batch) and stop at the quality target.
+EVAL_INTERVAL_SAMPLES=0
+TARGET_ACCURACY=0.720
