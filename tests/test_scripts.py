@@ -58,7 +58,8 @@ def dry(name, *args, env=None):
      ["mpiexec", "-np 4", "--horovod", "--num_accumulation_steps=4", "--train_batch_size=6"]),
     ("run_mlperf.sh", ["config_A100x1x1"], {},
      ["--max_seq_length=512", "--max_predictions_per_seq=76", "--num_train_steps=25000",
-      "--optimizer_type=lamb", "model.ckpt-28252", "eval_10k", "--max_eval_steps=625"]),
+      "--optimizer_type=lamb", "model.ckpt-28252", "eval_10k", "--max_eval_steps=625",
+      "--mlperf_log_file=", "mlperf.log", "--eval_interval_samples=0", "--stop_threshold=0.720"]),
     ("run_mlperf.sh", ["config_A100x1x2"], {}, ["mpiexec", "-np 2", "--horovod"]),
     ("run_squad.sh", [], {},
      ["run_squad.py", "--train_batch_size=12", "--learning_rate=3e-5", "--num_train_epochs=2.0",
@@ -224,17 +225,31 @@ def test_fps_scripts_print_fps_and_accuracy(tmp_path, data, checkpoint, name, en
 
 
 def test_mlperf_runner_trains_from_config(tmp_path, data, checkpoint):
-    """run_mlperf.sh config_A100x1x1 with MAX_STEPS/BATCHSIZE overrides trains and evaluates."""
+    """run_mlperf.sh config_A100x1x1 with MAX_STEPS/BATCHSIZE overrides trains in MLPerf mode:
+    evaluations during training, OUTPUT_DIR/mlperf.log ending "aborted" (a tiny model misses
+    0.720) that the compliance checker accepts (open division: the closed one also demands the
+    target), and the accuracy and time-to-train lines at the end."""
+    from test_time_to_train import check_log, mlperf_events
+
     mlperf = tmp_path / "mlperf"
     mlperf.mkdir()
     os.symlink(data / "512_76" / "train", mlperf / "training")
     os.symlink(data / "512_76" / "eval", mlperf / "eval_10k")
-    result = script("run_mlperf.sh", "config_A100x1x1", "--max_eval_steps=2", env={
-        "DATA_DIR": str(mlperf), "INIT_CHECKPOINT": str(checkpoint), "MAX_STEPS": "2",
-        "BATCHSIZE": "2", "EVAL_BATCHSIZE": "4", "BERT_CONFIG": str(data / "bert_config.json"),
-        "OUTPUT_DIR": str(tmp_path / "out")})
-    assert os.path.exists(tmp_path / "out" / "model.ckpt-2.index")
+    result = script("run_mlperf.sh", "config_A100x1x1", "--max_eval_steps=2",
+                    "--mlperf_division=open", env={
+                        "DATA_DIR": str(mlperf), "INIT_CHECKPOINT": str(checkpoint),
+                        "MAX_STEPS": "4", "BATCHSIZE": "2", "EVAL_BATCHSIZE": "4",
+                        "EVAL_INTERVAL_SAMPLES": "4", "OUTPUT_DIR": str(tmp_path / "out"),
+                        "BERT_CONFIG": str(data / "bert_config.json")})
+    assert os.path.exists(tmp_path / "out" / "model.ckpt-4.index")
     assert "eval masked_lm_accuracy: " in result.stdout
+    assert "time to train: " in result.stdout and "(aborted), 4 steps" in result.stdout
+    log = tmp_path / "out" / "mlperf.log"
+    events = mlperf_events(log)
+    assert [m["epoch_num"] for k, _, m in events if k == "eval_accuracy"] == [4, 8]
+    assert events[-1][0] == "run_stop" and events[-1][2]["status"] == "aborted"
+    checked = check_log(log)
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
 
 
 def test_prepare_data_is_resumable_and_checks_md5(tmp_path, data):
