@@ -12,24 +12,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/scripts/launch_common.sh"
 
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
+launcher 1
 OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/results/bi_v100_1card}
 
-run "$ROOT/logs/bi_v100/1card_$(date +%m%d%H%M%S).log" \
-  "$PYTHON" "$ROOT/run_pretraining.py" \
-  --output_dir="$OUTPUT_DIR" \
-  --do_train=True \
-  --do_eval=True \
-  --eval_batch_size=24 \
-  --max_eval_steps=100 \
-  --max_predictions_per_seq=76 \
-  --max_seq_length=512 \
-  --num_train_steps=13206 \
-  --num_accumulation_steps=1 \
-  --num_warmup_steps=0 \
-  --save_checkpoints_steps=1000 \
-  --learning_rate=5e-5 \
-  --optimizer_type=lamb \
-  --amp --nouse_xla \
-  --allreduce_post_accumulation=True \
-  "$@"
-report "$OUTPUT_DIR"
+bi_v100 "$ROOT/logs/bi_v100/1card_$(date +%m%d%H%M%S).log" 13206 1 1000 "$@"

@@ -18,22 +18,4 @@ IFS=, read -r -a cards <<<"$CUDA_VISIBLE_DEVICES"
 launcher "${#cards[@]}"
 OUTPUT_DIR=${OUTPUT_DIR:-$ROOT/results/bi_v100_multi_card}
 
-run "$ROOT/logs/bi_v100/${#cards[@]}cards_$(date +%m%d%H%M%S).log" \
-  "${LAUNCH[@]}" "$PYTHON" "$ROOT/run_pretraining.py" \
-  --output_dir="$OUTPUT_DIR" \
-  --do_train=True \
-  --do_eval=True \
-  --eval_batch_size=24 \
-  --max_eval_steps=100 \
-  --max_predictions_per_seq=76 \
-  --max_seq_length=512 \
-  --num_train_steps=2000 \
-  --num_accumulation_steps=4 \
-  --num_warmup_steps=0 \
-  --save_checkpoints_steps=20000 \
-  --learning_rate=5e-5 \
-  --optimizer_type=lamb \
-  "${HOROVOD[@]}" --amp --nouse_xla \
-  --allreduce_post_accumulation=True \
-  "$@"
-report "$OUTPUT_DIR"
+bi_v100 "$ROOT/logs/bi_v100/${#cards[@]}cards_$(date +%m%d%H%M%S).log" 2000 4 20000 "$@"

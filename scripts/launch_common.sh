@@ -11,6 +11,8 @@
 #                     true/false
 #   run LOG CMD...    DRY_RUN=1: print CMD (shell-quoted) and exit 0; else run it, output to LOG too
 #   report DIR, squad_report DIR   the results of a finished pre-training / SQuAD run
+#   bi_v100 LOG STEPS ACCUMULATION SAVE_STEPS FLAG...   the BI-V100 run (run_*_FPS.sh) into
+#                     OUTPUT_DIR through LAUNCH/HOROVOD, FLAGs last (they win), then its report
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=python3
 [[ -x $ROOT/.venv/bin/python ]] && PYTHON=$ROOT/.venv/bin/python
@@ -122,4 +124,27 @@ if "predict" in latest:
     print(f"prediction: {latest['predict']['throughput_predict']:.2f} sequences/s")
 print(f"predictions: {os.path.join(out, 'predictions.json')}")
 PY
+}
+
+bi_v100() {
+  local log=$1 steps=$2 accumulation=$3 save_steps=$4
+  shift 4
+  run "$log" "${LAUNCH[@]}" "$PYTHON" "$ROOT/run_pretraining.py" \
+    --output_dir="$OUTPUT_DIR" \
+    --do_train=True \
+    --do_eval=True \
+    --eval_batch_size=24 \
+    --max_eval_steps=100 \
+    --max_predictions_per_seq=76 \
+    --max_seq_length=512 \
+    --num_train_steps="$steps" \
+    --num_accumulation_steps="$accumulation" \
+    --num_warmup_steps=0 \
+    --save_checkpoints_steps="$save_steps" \
+    --learning_rate=5e-5 \
+    --optimizer_type=lamb \
+    "${HOROVOD[@]}" --amp --nouse_xla \
+    --allreduce_post_accumulation=True \
+    "$@"
+  report "$OUTPUT_DIR"
 }
