@@ -11,9 +11,10 @@ Contract (tf.estimator's):
 there is none, runs `warm_start`, e.g. loading an init checkpoint), then runs `train_op` once per
 micro-batch until `global_step` reaches `max_steps`. Built-in hooks: `StepLoggingHook` (stops
 at `max_steps`; losses, learning rate, sequences/s to a `train_logging.RunLogger`; on the chief
-a `progress.Progress` line with steps, loss, seq/s and ETA, as evaluation has one for batches)
-and, on the chief only, `CheckpointHook`. Extra hooks come in through `hooks`; the Horovod variable broadcast goes there
-(it must run after restore and warm start, which `after_create_session` hooks do).
+a `progress.Progress` line with steps, loss, seq/s and ETA, as evaluation has one for batches),
+`EvaluationHook` (an `Evaluation` during training) and, on the chief only, `CheckpointHook`.
+Extra hooks come in through `hooks`; the Horovod variable broadcast goes there (it must run
+after restore and warm start, which `after_create_session` hooks do).
 
 Checkpoints: TF1 Saver; a checkpoint becomes the latest only when `Saver.save` has written it
 completely (the `checkpoint` state file is replaced atomically as its last step), and a resumed
