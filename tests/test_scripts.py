@@ -154,8 +154,10 @@ def data(tmp_path_factory, vocab_file, sample_corpus):
             out = root / f"{seq}_{pred}" / split
             out.mkdir(parents=True)
             source = text / ("eval.txt" if split == "eval" else "part-0")
+            shards = ["part-0.tfrecord", "part-1.tfrecord"] if split == "train" else ["e.tfrecord"]
             run_cli(["create_pretraining_data.py", f"--input_file={source}",
-                     f"--output_file={out / 'part-0.tfrecord'}", f"--vocab_file={vocab_file}",
+                     f"--output_file={','.join(str(out / shard) for shard in shards)}",
+                     f"--vocab_file={vocab_file}",
                      f"--max_seq_length={seq}", f"--max_predictions_per_seq={pred}",
                      "--dupe_factor=1"])
     (root / "bert_config.json").write_text(json.dumps(TINY_CONFIG), "utf-8")
@@ -206,22 +208,29 @@ def checkpoint(tmp_path_factory, data):
     return out / "model.ckpt-1"
 
 
-@pytest.mark.parametrize("name,env", [
-    ("run_1card_FPS.sh", {"CUDA_VISIBLE_DEVICES": "0"}),
-    ("run_multi_card_FPS.sh", {"HOSTS": "localhost:2"})])
-def test_fps_scripts_print_fps_and_accuracy(tmp_path, data, checkpoint, name, env):
+@pytest.mark.parametrize("name,env,extra,evaluated_at", [
+    ("run_1card_FPS.sh", {"CUDA_VISIBLE_DEVICES": "0"}, [], [3]),
+    ("run_multi_card_FPS.sh", {"HOSTS": "localhost:2"}, ["--eval_interval_samples=8"], [2, 3])])
+def test_fps_scripts_print_fps_and_accuracy(tmp_path, data, checkpoint, name, env, extra,
+                                            evaluated_at):
     """The BI-V100 scripts, run from the repository root as their instructions say, train from
     a checkpoint with the published flags (steps overridden) and end with the FPS and eval
-    accuracy lines; the multi-card one through the multi-node form (HOSTS) with 2 real ranks."""
+    accuracy lines. The multi-card one runs through the multi-node form (HOSTS) with 2 real
+    ranks, evaluating during training (every 8 samples = 2 updates of 2 x 2, and at the last
+    step): both ranks evaluate in their sessions and finish together."""
     result = script(name, f"--input_files_dir={data / '512_76' / 'train'}",
                     f"--eval_files_dir={data / '512_76' / 'eval'}",
                     f"--init_checkpoint={checkpoint}", "--train_batch_size=2",
                     f"--bert_config_file={data / 'bert_config.json'}", "--num_train_steps=3",
                     "--num_accumulation_steps=1", "--max_eval_steps=2", "--eval_batch_size=4",
-                    "--display_loss_steps=1", env={**env, "OUTPUT_DIR": str(tmp_path / "out")})
-    fps_line, accuracy_line = result.stdout.strip().splitlines()[-2:]
-    assert fps_line == f"FPS: {last_throughput(tmp_path / 'out'):.2f} sequences/s"
-    assert accuracy_line.startswith("eval masked_lm_accuracy: ")
+                    "--display_loss_steps=1", *extra,
+                    env={**env, "OUTPUT_DIR": str(tmp_path / "out")})
+    lines = result.stdout.strip().splitlines()
+    assert f"FPS: {last_throughput(tmp_path / 'out'):.2f} sequences/s" in lines
+    assert any(line.startswith("eval masked_lm_accuracy: ") for line in lines)
+    with open(tmp_path / "out" / "train_log.jsonl", encoding="utf-8") as f:
+        evaluations = [r["data"] for r in map(json.loads, f) if r["type"] == "eval"]
+    assert [e["global_step"] for e in evaluations] == evaluated_at
 
 
 def test_mlperf_runner_trains_from_config(tmp_path, data, checkpoint):

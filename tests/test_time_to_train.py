@@ -102,39 +102,31 @@ def test_closed_division_run_reaches_the_target_and_passes_the_checker(memorize,
     assert "eval/masked_lm_accuracy" in scalars
 
 
-def test_run_that_reaches_num_train_steps_first_is_aborted(memorize, tmp_path):
-    """MLPerf mode with a target out of reach: training ends at --num_train_steps (evaluated
-    there), run_stop says "aborted", and the open-division checker accepts the log."""
-    out = tmp_path / "run"
-    log = out / "mlperf.log"
-    run_cli(memorize_args(memorize, out, f"--mlperf_log_file={log}", "--mlperf_division=open",
-                          "--num_train_steps=30", "--eval_interval_samples=80",
-                          "--stop_threshold=0.999"))
-    checked = check_log(log)
-    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
-    events = mlperf_events(log)
-    assert events[-1][0] == "run_stop" and events[-1][2]["status"] == "aborted"
-    assert [e["global_step"] for e in records(out, "eval")] == [10, 20, 30]
-    assert records(out, "time_to_train")[-1]["status"] == "aborted"
-
-
-def test_resumed_run_writes_one_valid_log_and_keeps_the_earlier(memorize, tmp_path):
-    """A resumed MLPerf run (same output_dir, more steps) writes its log fresh, a valid one with
-    one run_start and one run_stop, counting the samples of the earlier run; the earlier run's
-    log is kept beside it as mlperf.log.1."""
+def test_run_out_of_steps_is_aborted_and_a_resumed_run_writes_one_valid_log(memorize,
+                                                                           tmp_path):
+    """MLPerf mode with a target out of reach: the run ends at --num_train_steps (evaluated
+    there), run_stop says "aborted", the open-division checker accepts the log. Resumed (same
+    output_dir, more steps), the run writes its log fresh, again valid, with one run_start and
+    samples counted from the start of training; the first run's log stays as mlperf.log.1."""
     out = tmp_path / "run"
     log = out / "mlperf.log"
     common = [f"--mlperf_log_file={log}", "--mlperf_division=open", "--stop_threshold=0.999",
               "--eval_interval_samples=80"]
-    run_cli(memorize_args(memorize, out, *common, "--num_train_steps=10"))
+    run_cli(memorize_args(memorize, out, *common, "--num_train_steps=30"))
+    checked = check_log(log)
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
     first = mlperf_events(log)
-    run_cli(memorize_args(memorize, out, *common, "--num_train_steps=20"))
+    assert first[-1][0] == "run_stop" and first[-1][2]["status"] == "aborted"
+    assert [e["global_step"] for e in records(out, "eval")] == [10, 20, 30]
+    assert records(out, "time_to_train")[-1]["status"] == "aborted"
+
+    run_cli(memorize_args(memorize, out, *common, "--num_train_steps=40"))
     assert mlperf_events(out / "mlperf.log.1") == first
     checked = check_log(log)
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
     events = mlperf_events(log)
     assert [key for key, _, _ in events].count("run_start") == 1
-    assert [m["epoch_num"] for k, _, m in events if k == "eval_accuracy"] == [20 * 8]
+    assert [m["epoch_num"] for k, _, m in events if k == "eval_accuracy"] == [40 * 8]
 
 
 def test_default_eval_interval_is_mlperfs():
