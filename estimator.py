@@ -263,16 +263,12 @@ class Estimator:
         with tf1.variable_scope(tf1.get_variable_scope(), reuse=True), \
                 tf1.name_scope("evaluation"):
             spec = self.model_fn(features, None, ModeKeys.EVAL, self.params)
-            metrics = dict(spec.eval_metric_ops or {})
-            metrics["loss"] = tf1.metrics.mean(spec.loss)
+            values, updates, batch_size = _eval_ops(spec, features)
         fresh = [v for v in tf1.get_collection(tf1.GraphKeys.METRIC_VARIABLES) if v not in known]
         return EvaluationHook(
             evaluation, step_after, max_steps,
             start=tf.group(iterator.initializer, tf1.variables_initializer(fresh)),
-            update=(tf.group([update for _, update in metrics.values()]),
-                    tf.shape(tf.nest.flatten(features)[0])[0]),
-            values={name: value for name, (value, _) in metrics.items()},
-            show_progress=self.is_chief)
+            update=(updates, batch_size), values=values, show_progress=self.is_chief)
 
     def evaluate(self, input_fn, steps=None, checkpoint_path=None):
         """Evaluates the latest checkpoint (or `checkpoint_path`, or the warm start) over at most
@@ -284,12 +280,8 @@ class Estimator:
         with tf.Graph().as_default():
             spec, features, _ = self._build(input_fn, ModeKeys.EVAL, 0)
             global_step = tf1.train.get_or_create_global_step()
-            metrics = dict(spec.eval_metric_ops or {})
-            metrics["loss"] = tf1.metrics.mean(spec.loss)
-            values = {name: value for name, (value, _) in metrics.items()}
+            values, updates, batch_size = _eval_ops(spec, features)
             values["global_step"] = global_step
-            updates = tf.group([update for _, update in metrics.values()])
-            batch_size = tf.shape(tf.nest.flatten(features)[0])[0]
             creator = self._session_creator(checkpoint_path)
             final = _FinalValuesHook(values)
             batches = sequences = 0
@@ -719,6 +711,16 @@ class _FinalValuesHook(tf1.train.SessionRunHook):
 
     def end(self, session):
         self.values = session.run(self._tensors)
+
+
+def _eval_ops(spec, features):
+    """An EVAL spec's metrics plus the mean loss: ({name: value tensor}, the op updating them
+    all, the batch's size)."""
+    metrics = dict(spec.eval_metric_ops or {})
+    metrics["loss"] = tf1.metrics.mean(spec.loss)
+    return ({name: value for name, (value, _) in metrics.items()},
+            tf.group([update for _, update in metrics.values()]),
+            tf.shape(tf.nest.flatten(features)[0])[0])
 
 
 def _plain(value):
