@@ -268,13 +268,24 @@ def dropout(x, rate):
 
 
 def layer_norm(x, name):
-    """LayerNorm over the last axis with variables `name/beta`, `name/gamma` (epsilon 1e-12)."""
+    """LayerNorm over the last axis with variables `name/beta`, `name/gamma` (epsilon 1e-12).
+
+    Computed as a per-row FusedBatchNormV3 (rows as NCHW channels) followed by gamma and beta:
+    the form oneDNN's graph rewrite turns into one _MklLayerNorm kernel for inference; training
+    runs the fused batch-norm kernel and its gradient.
+    """
     with tf.compat.v1.variable_scope(name):
         size = x.shape[-1]
         beta = tf.compat.v1.get_variable("beta", [size], initializer=tf.zeros_initializer())
         gamma = tf.compat.v1.get_variable("gamma", [size], initializer=tf.ones_initializer())
-        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-        return tf.nn.batch_normalization(x, mean, variance, beta, gamma, LAYER_NORM_EPSILON)
+        shape = tf.shape(x)
+        rows = tf.reduce_prod(shape[:-1])
+        ones = tf.ones([rows], x.dtype)
+        zeros = tf.zeros([rows], x.dtype)
+        normalized, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            tf.reshape(x, [1, rows, size, 1]), ones, zeros, epsilon=LAYER_NORM_EPSILON,
+            data_format="NCHW")
+        return tf.reshape(normalized, shape) * gamma + beta
 
 
 def dense(x, units, name, initializer, activation=None):

@@ -91,9 +91,9 @@ flags.DEFINE_integer("rank_timeout_seconds", 300, "With --horovod: a rank that m
                      "progress in a training step this long ends the job (0: wait forever).",
                      lower_bound=0)
 flags.DEFINE_bool("predict_trim_padding", True, "Predict each batch only up to its longest "
-                  "window (rounded up to a multiple of 16 tokens) and write the windows in "
-                  "order of length; padding gets logit -inf. Google's code computes the padding "
-                  "positions' logits and ranks them, unused, in its n-best search: "
+                  "window (with --use_xla rounded up to a multiple of 16 tokens) and write the "
+                  "windows in order of length; padding gets logit -inf. Google's code computes "
+                  "the padding positions' logits and ranks them, unused, in its n-best search: "
                   "--nopredict_trim_padding does the same, for its n-best lists bit for bit.")
 flags.DEFINE_string("export_dir", None, "Also write a SavedModel for serving here (inputs "
                     "input_ids, input_mask, segment_ids; outputs start_logits, end_logits).")
@@ -208,7 +208,7 @@ def model_fn_builder(bert_config, distributed, num_train_steps, num_warmup_steps
     def build(features, mode):
         is_training = mode == estimator.ModeKeys.TRAIN
         if not is_training and FLAGS.predict_trim_padding:
-            features = trim_padding(features)
+            features = trim_padding(features, XLA_TRIM_MULTIPLE if FLAGS.use_xla else 1)
         model = modeling.BertModel(bert_config, is_training, features["input_ids"],
                                    features["input_mask"], features["segment_ids"])
         start_logits, end_logits = modeling.get_squad_output(bert_config,
@@ -239,18 +239,19 @@ def model_fn_builder(bert_config, distributed, num_train_steps, num_warmup_steps
     return model_fn
 
 
-TRIM_MULTIPLE = 16  # few distinct shapes (oneDNN primitives, XLA clusters) per run
+# Under XLA every batch length compiles its own clusters: lengths rounded up to 16 keep that
+# to max_seq_length / 16 compilations. oneDNN's kernels for a new shape are cheap to create.
+XLA_TRIM_MULTIPLE = 16
 WINDOW_FEATURES = ("input_ids", "input_mask", "segment_ids")
 
 
-def trim_padding(features):
+def trim_padding(features, multiple):
     """The batch's windows cut after the longest one's last real token (rounded up to a
-    multiple of TRIM_MULTIPLE): padding never changes the real tokens' logits (it is masked
+    multiple of `multiple`): padding never changes the real tokens' logits (it is masked
     out of attention) and costs time quadratic in its length."""
     longest = tf.reduce_max(tf.reduce_sum(features["input_mask"], axis=1))
     padded_length = tf.shape(features["input_mask"])[1]
-    length = tf.minimum((longest + TRIM_MULTIPLE - 1) // TRIM_MULTIPLE * TRIM_MULTIPLE,
-                        padded_length)
+    length = tf.minimum((longest + multiple - 1) // multiple * multiple, padded_length)
     return {name: value[:, :length] if name in WINDOW_FEATURES else value
             for name, value in features.items()}
 
