@@ -30,18 +30,17 @@ moved to the top of that section's "### History". Every child's log and results.
 """
 
 import datetime
-import importlib.metadata
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 from absl import app, flags
+
+import benchlib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,28 +73,10 @@ flags.DEFINE_string("benchmarks_file", os.path.join(REPO, "BENCHMARKS.md"),
 FLAGS = flags.FLAGS
 
 SECTION = "## SQuAD v1.1 fine-tuning and prediction (bench/squad.py)"
-HISTORY = "### History"
 TRAIN_FILE = os.path.join(REPO, "data", "squad", "train-v1.1-slice.json")
 PREDICT_FILE = os.path.join(REPO, "data", "squad", "dev-v1.1.json")
 GOALS = {"f1": -0.5, "train": 1.3, "predict": 1.5}  # F1 difference; ours / peer sequences/s
 OURS, PEER = "ours", "peer"
-
-
-def cpu_info():
-    """{"model", "cores", "bf16": [flags of amx_bf16 / avx512_bf16 the CPU has]}."""
-    model, cpu_flags = None, set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model is None:
-                    model = value.strip()
-                elif key.strip() == "flags" and not cpu_flags:
-                    cpu_flags = set(value.split())
-    except OSError:
-        pass
-    return {"model": model or platform.processor() or "unknown", "cores": os.cpu_count(),
-            "bf16": [name for name in ("amx_bf16", "avx512_bf16") if name in cpu_flags]}
 
 
 def model_dir():
@@ -198,22 +179,6 @@ def peer_command(hf_dir, train_file, predict_file, output_dir, precision):
     return command
 
 
-def run_measured(command, output_dir):
-    """Runs `command` in a fresh `output_dir` (stdout and stderr to files there); returns
-    (exit code, wall seconds, peak RSS in MiB of the child)."""
-    shutil.rmtree(output_dir, ignore_errors=True)
-    os.makedirs(output_dir)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    with open(os.path.join(output_dir, "stdout.txt"), "w", encoding="utf-8") as out, \
-            open(os.path.join(output_dir, "stderr.txt"), "w", encoding="utf-8") as err:
-        started = time.monotonic()
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.monotonic() - started
-    return process.returncode, seconds, usage.ru_maxrss / 1024  # KiB on Linux
-
-
 def ours_results(output_dir):
     """The numbers of run_squad.py's train_log.jsonl summaries."""
     records = {}
@@ -242,11 +207,10 @@ def peer_results(output_dir):
 def measure(side, command, output_dir):
     """Runs one side; its results dict with wall_seconds and peak_rss_mib, or {"error": ...}."""
     print(f"[{datetime.datetime.now():%H:%M:%S}] {side}: {shlex.join(command)}", flush=True)
-    code, seconds, rss = run_measured(command, output_dir)
+    code, seconds, rss = benchlib.run_measured(command, output_dir, REPO)
     if code:
-        with open(os.path.join(output_dir, "stderr.txt"), encoding="utf-8") as f:
-            tail = f.read()[-3000:]
-        print(f"{side} failed (exit {code}); log in {output_dir}:\n{tail}", file=sys.stderr)
+        print(f"{side} failed (exit {code}); log in {output_dir}:\n"
+              f"{benchlib.stderr_tail(output_dir)}", file=sys.stderr)
         return {"error": f"exit {code}, log in {output_dir}"}
     try:
         results = ours_results(output_dir) if side == OURS else peer_results(output_dir)
@@ -257,20 +221,6 @@ def measure(side, command, output_dir):
           f"{results['throughput_train']} seq/s, predict {results['throughput_predict']} seq/s, "
           f"peak RSS {rss:,.0f} MiB, {seconds:.0f} s", flush=True)
     return results
-
-
-def _versions():
-    def version(name):
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
-
-    tensorflow = version("tensorflow")
-    if tensorflow == "?":
-        tensorflow = version("tensorflow-cpu")
-    return (f"Python {platform.python_version()}, TensorFlow {tensorflow}, PyTorch "
-            f"{version('torch')}, transformers {version('transformers')}")
 
 
 def _goal(value, goal, text):
@@ -291,7 +241,7 @@ def table(results, cpu, command, skipped):
     lines = [
         (f"#### {datetime.date.today()}: all-MiniLM-L6-v2 (L6 H384), {questions} training "
          f"questions, {dev} dev questions"), "",
-        (f"CPU: {cpu['model']}, {cpu['cores']} cores, {bf16}. {_versions()}. Command: "
+        (f"CPU: {cpu['model']}, {cpu['cores']} cores, {bf16}. {benchlib.versions()}. Command: "
          f"`{command}`."
          + (f" Skipped: {skipped}." if skipped else "")), "",
         (f"Both sides: batch {FLAGS.batch_size}, learning rate {FLAGS.learning_rate:g}, "
@@ -358,41 +308,9 @@ def table(results, cpu, command, skipped):
     return "\n".join(lines) + "\n"
 
 
-def update_benchmarks(text, block):
-    """`text` (BENCHMARKS.md) with `block` as the newest table of SECTION: the section's previous
-    newest table moves to the top of its "### History"; a missing section is appended."""
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
-    if start is None:
-        return text.rstrip("\n") + "\n\n" + SECTION + "\n\n" + block
-    end = next((i for i in range(start + 1, len(lines))
-                if lines[i].startswith("## ") or lines[i].startswith("# ")), len(lines))
-    body = lines[start + 1:end]
-    split = next((i for i, line in enumerate(body) if line.rstrip() == HISTORY), len(body))
-    latest = "".join(body[:split]).strip("\n")
-    history = "".join(body[split + 1:]).strip("\n")
-    older = "\n\n".join(part for part in (latest, history) if part)
-    section = SECTION + "\n\n" + block.rstrip("\n") + "\n"
-    if older:
-        section += "\n" + HISTORY + "\n\n" + older + "\n"
-    after = "".join(lines[end:])
-    return "".join(lines[:start]) + section + ("\n" + after if after else "")
-
-
-def write_benchmarks(path, block):
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        text = "# Benchmarks\n"
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(update_benchmarks(text, block))
-    os.replace(path + ".tmp", path)
-
-
 def main(argv):
     del argv
-    cpu = cpu_info()
+    cpu = benchlib.cpu_info()
     command = shlex.join(["python", "bench/squad.py", *sys.argv[1:]])
     room = FLAGS.max_seq_length - FLAGS.max_query_length - 3
     if not 0 < FLAGS.doc_stride <= room:
@@ -450,7 +368,7 @@ def main(argv):
         sys.exit(f"squad.py: {', '.join(failed)} failed; {FLAGS.benchmarks_file} left alone "
                  f"(results in {work_dir}/results.json)")
     if not FLAGS.no_write:
-        write_benchmarks(FLAGS.benchmarks_file, block)
+        benchlib.write_benchmarks(FLAGS.benchmarks_file, SECTION, block)
         print(f"written to {FLAGS.benchmarks_file} under {SECTION!r}")
 
 

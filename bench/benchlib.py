@@ -1,0 +1,100 @@
+"""What the benchmarks that compare us with a peer share: the CPU's description, the library
+versions, a child process measured for wall time and peak memory, and the update of a section
+of BENCHMARKS.md (newest table first, older ones under the section's "### History")."""
+
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import time
+
+HISTORY = "### History"
+
+
+def cpu_info():
+    """{"model", "cores", "bf16": [flags of amx_bf16 / avx512_bf16 the CPU has]}."""
+    model, cpu_flags = None, set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model is None:
+                    model = value.strip()
+                elif key.strip() == "flags" and not cpu_flags:
+                    cpu_flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model or platform.processor() or "unknown", "cores": os.cpu_count(),
+            "bf16": [name for name in ("amx_bf16", "avx512_bf16") if name in cpu_flags]}
+
+
+def versions():
+    """"Python x, TensorFlow y, PyTorch z, transformers w" of this environment."""
+    def version(name):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "?"
+
+    tensorflow = version("tensorflow")
+    if tensorflow == "?":
+        tensorflow = version("tensorflow-cpu")
+    return (f"Python {platform.python_version()}, TensorFlow {tensorflow}, PyTorch "
+            f"{version('torch')}, transformers {version('transformers')}")
+
+
+def run_measured(command, output_dir, cwd):
+    """Runs `command` in `cwd` with a fresh `output_dir` (stdout and stderr to files there);
+    returns (exit code, wall seconds, peak RSS in MiB of the child and its children)."""
+    shutil.rmtree(output_dir, ignore_errors=True)
+    os.makedirs(output_dir)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    with open(os.path.join(output_dir, "stdout.txt"), "w", encoding="utf-8") as out, \
+            open(os.path.join(output_dir, "stderr.txt"), "w", encoding="utf-8") as err:
+        started = time.monotonic()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - started
+    return process.returncode, seconds, usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def stderr_tail(output_dir, characters=3000):
+    """The end of a run_measured child's stderr."""
+    with open(os.path.join(output_dir, "stderr.txt"), encoding="utf-8") as f:
+        return f.read()[-characters:]
+
+
+def update_benchmarks(text, section, block):
+    """`text` (BENCHMARKS.md) with `block` as the newest table of `section` (its "## " heading):
+    the section's previous newest table moves to the top of its "### History"; a missing
+    section is appended."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == section), None)
+    if start is None:
+        return text.rstrip("\n") + "\n\n" + section + "\n\n" + block
+    end = next((i for i in range(start + 1, len(lines))
+                if lines[i].startswith("## ") or lines[i].startswith("# ")), len(lines))
+    body = lines[start + 1:end]
+    split = next((i for i, line in enumerate(body) if line.rstrip() == HISTORY), len(body))
+    latest = "".join(body[:split]).strip("\n")
+    history = "".join(body[split + 1:]).strip("\n")
+    older = "\n\n".join(part for part in (latest, history) if part)
+    updated = section + "\n\n" + block.rstrip("\n") + "\n"
+    if older:
+        updated += "\n" + HISTORY + "\n\n" + older + "\n"
+    after = "".join(lines[end:])
+    return "".join(lines[:start]) + updated + ("\n" + after if after else "")
+
+
+def write_benchmarks(path, section, block):
+    """Puts `block` into `section` of the Markdown file `path` (atomically)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = "# Benchmarks\n"
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(update_benchmarks(text, section, block))
+    os.replace(path + ".tmp", path)
