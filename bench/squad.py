@@ -38,9 +38,8 @@ import subprocess
 import sys
 import tempfile
 
-from absl import app, flags
-
 import benchlib
+from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -28,6 +28,9 @@ for L layers, hidden H, intermediate I, sequence S, P masked-LM predictions, voc
 Utilisation is FLOP/s over the fp32 or bf16 matrix-product rate of TensorFlow measured in the
 same run (tf.matmul of n x n matrices, n = 1024 and 2048, the faster one).
 
+With bf16, ours also trains BERT-Mini --curve_steps updates in fp32 and in bf16 (same seed and
+data) and the table compares the two loss curves.
+
 Prints the table and, unless --no_write, puts it into BENCHMARKS.md under the section
 "## Training throughput (bench/train_throughput.py)".
 """
@@ -41,9 +44,8 @@ import subprocess
 import sys
 import tempfile
 
-from absl import app, flags
-
 import benchlib
+from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,6 +72,9 @@ flags.DEFINE_integer("window_steps", 5, "Updates per timed window (and warm-up u
 flags.DEFINE_integer("threads", os.cpu_count() or 1, "Intra-op threads of ours "
                      "(--intra_op_threads), torch.set_num_threads of the peer.")
 flags.DEFINE_float("learning_rate", 1e-4, "Learning rate of both sides (constant).")
+flags.DEFINE_integer("curve_steps", 300, "Updates of the BERT-Mini fp32 and bf16 runs whose "
+                     "loss curves are compared (0: none; needs bf16 in --precisions).",
+                     lower_bound=0)
 flags.DEFINE_bool("peer_compile", False, "Run the peer under torch.compile (default eager).")
 flags.DEFINE_string("work_dir", os.path.join(tempfile.gettempdir(), "bench_train_throughput"),
                     "Data, outputs and logs.")
@@ -246,6 +251,72 @@ def measured_matmul_rates():
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+CURVE_WINDOW = 25  # updates per point of the loss curves
+CURVE_LEARNING_RATE = 1e-3  # the demo's rate: the loss falls far in a few hundred updates
+
+
+def curve_command(precision, directory, output_dir):
+    """Ours on BERT-Mini for --curve_steps updates, the loss logged every CURVE_WINDOW."""
+    config, seq, predictions, batch = CONFIGS["mini128"]
+    command = [sys.executable, "run_pretraining.py", f"--bert_config_file={config}",
+               f"--input_files_dir={directory}", f"--output_dir={output_dir}", "--do_train",
+               f"--max_seq_length={seq}", f"--max_predictions_per_seq={predictions}",
+               f"--train_batch_size={batch}", f"--num_train_steps={FLAGS.curve_steps}",
+               f"--num_warmup_steps={FLAGS.curve_steps // 10}",
+               f"--learning_rate={CURVE_LEARNING_RATE}", "--optimizer_type=adam",
+               f"--display_loss_steps={CURVE_WINDOW}",
+               f"--save_checkpoints_steps={10 * FLAGS.curve_steps}",
+               f"--intra_op_threads={FLAGS.threads}",
+               "--seed=12345"]
+    if precision == "bf16":
+        command += ["--amp", "--amp_dtype=bfloat16"]
+    return command
+
+
+def loss_curve(output_dir):
+    """{step: mean total loss of the CURVE_WINDOW updates up to it} from train_log.jsonl."""
+    with open(os.path.join(output_dir, "train_log.jsonl"), encoding="utf-8") as f:
+        return {record["step"]: record["data"]["avg_loss_step"] for record in map(json.loads, f)
+                if record["type"] == "step" and record["step"] % CURVE_WINDOW == 0}
+
+
+def compare_curves():
+    """Runs the fp32 and bf16 BERT-Mini curves; {"fp32": {step: loss}, "bf16": {...}}."""
+    _, seq, predictions, _ = CONFIGS["mini128"]
+    directory = data_dir(seq, predictions)
+    curves = {}
+    for precision in ("fp32", "bf16"):
+        output_dir = os.path.join(FLAGS.work_dir, f"curve-{precision}")
+        command = curve_command(precision, directory, output_dir)
+        print(f"[{datetime.datetime.now():%H:%M:%S}] curve {precision}: {shlex.join(command)}",
+              flush=True)
+        code, _, _ = benchlib.run_measured(command, output_dir, REPO)
+        if code:
+            sys.exit(f"train_throughput.py: the {precision} curve run failed (exit {code}):\n"
+                     f"{benchlib.stderr_tail(output_dir)}")
+        curves[precision] = loss_curve(output_dir)
+    return curves
+
+
+def curve_lines(curves):
+    """The Markdown lines that compare the two loss curves."""
+    steps = sorted(set(curves["fp32"]) & set(curves["bf16"]))
+    gaps = [abs(curves["bf16"][step] - curves["fp32"][step]) for step in steps]
+    worst = max(range(len(steps)), key=gaps.__getitem__)
+    return [
+        "", (f"bf16 against fp32, BERT-Mini (seq 128, batch 32), {FLAGS.curve_steps} updates of "
+             f"ours (Adam, learning rate {CURVE_LEARNING_RATE:g}, {FLAGS.curve_steps // 10} "
+             f"warm-up), mean loss of every {CURVE_WINDOW} updates: largest difference "
+             f"{gaps[worst]:.3f} (at update {steps[worst]}, fp32 {curves['fp32'][steps[worst]]:.3f}"
+             f"), last window fp32 {curves['fp32'][steps[-1]]:.3f} / bf16 "
+             f"{curves['bf16'][steps[-1]]:.3f}."), "",
+        "| update | " + " | ".join(str(step) for step in steps) + " |",
+        "|---|" + "---:|" * len(steps),
+        *(f"| {precision} | " + " | ".join(f"{curves[precision][step]:.3f}" for step in steps)
+          + " |" for precision in ("fp32", "bf16")),
+    ]
+
+
 def summarise(runs):
     """Median sequences/s over every window of `runs`, the largest peak RSS, the first loss."""
     done = [run for run in runs if "error" not in run]
@@ -264,7 +335,7 @@ def _goal_text(name, precision, ratio):
     return f" (goal {goal:g}x: {'met' if ratio >= goal else 'not met'})"
 
 
-def table(results, rates, cpu, command, skipped):
+def table(results, rates, cpu, command, skipped, curves):
     """The Markdown block of this run: a "####" heading, the setting and the table."""
     bf16 = ", ".join(cpu["bf16"]) if cpu["bf16"] else "no bf16 instructions (fp32 only)"
     peer_mode = "torch.compile" if FLAGS.peer_compile else "eager"
@@ -304,8 +375,10 @@ def table(results, rates, cpu, command, skipped):
                 f"{gflops:,.0f} ({gflops * 1e9 / rate:.0%}) | {ours['peak_rss_mib']:,} | "
                 f"{peer['peak_rss_mib']:,} | {ours['first_loss']:.3f} / "
                 f"{peer['first_loss']:.3f} |")
-    lines += ["", f"Goals: see issue 14 (bf16 utilisation at least "
-                  f"{BF16_UTILISATION_GOAL:.0%}; peak RSS no higher than the peer's)."]
+    lines += ["", (f"Goals: see issue 14 (bf16 utilisation at least "
+                   f"{BF16_UTILISATION_GOAL:.0%}; peak RSS no higher than the peer's).")]
+    if curves:
+        lines += curve_lines(curves)
     return "\n".join(lines) + "\n"
 
 
@@ -340,6 +413,13 @@ def main(argv):
         for precision in precisions:
             runs[name, precision] = {OURS: [], PEER: []}
     rates = None if FLAGS.dry_run else measured_matmul_rates()
+    with_curves = FLAGS.curve_steps and "bf16" in precisions
+    if with_curves and "mini128" not in data:
+        _, seq, predictions, batch = CONFIGS["mini128"]
+        if FLAGS.dry_run:
+            print(shlex.join(data_command(seq, predictions)))
+        else:
+            prepare_data(seq, predictions, batch)
     turn = 0
     for round_index in range(FLAGS.rounds):
         for (name, precision), sides in runs.items():
@@ -355,16 +435,22 @@ def main(argv):
                 sides[side].append(measure(side, commands[side],
                                            os.path.join(output_dir, f"{side}-{round_index}")))
             turn += 1
+    if with_curves and FLAGS.dry_run:
+        for precision in ("fp32", "bf16"):
+            print(f"curve {precision}: " + shlex.join(curve_command(
+                precision, data_dir(*CONFIGS["mini128"][1:3]),
+                os.path.join(FLAGS.work_dir, f"curve-{precision}"))))
     if FLAGS.dry_run:
         return
+    curves = compare_curves() if with_curves else None
     results = {}
     for (name, precision), sides in runs.items():
         results.setdefault(name, {})[precision] = {side: summarise(side_runs)
                                                    for side, side_runs in sides.items()}
     with open(os.path.join(FLAGS.work_dir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump({"command": command, "cpu": cpu, "matmul_flops": rates, "results": results},
-                  f, indent=1)
-    block = table(results, rates, cpu, command, ", ".join(skipped))
+        json.dump({"command": command, "cpu": cpu, "matmul_flops": rates, "results": results,
+                   "curves": curves}, f, indent=1)
+    block = table(results, rates, cpu, command, ", ".join(skipped), curves)
     print("\n" + block)
     failed = [f"{name} {precision} {side}" for name, by_precision in results.items()
               for precision, sides in by_precision.items() for side, r in sides.items()
