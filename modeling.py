@@ -157,7 +157,7 @@ class BertModel:
                     num_hidden_layers=config.num_hidden_layers,
                     num_attention_heads=config.num_attention_heads,
                     intermediate_size=config.intermediate_size,
-                    intermediate_act_fn=get_activation(config.hidden_act),
+                    intermediate_act_fn=get_activation(config.hidden_act, is_training),
                     hidden_dropout_prob=config.hidden_dropout_prob,
                     attention_probs_dropout_prob=config.attention_probs_dropout_prob,
                     initializer_range=config.initializer_range,
@@ -206,6 +206,31 @@ def gelu_exact(x):
     return 0.5 * x * (1.0 + tf.math.erf(x * (1.0 / math.sqrt(2.0))))
 
 
+def _derivative_of_gelu(x):
+    """d gelu(x) / dx for the tanh approximation: with t = tanh(c (x + k x^3)),
+    0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 k x^2)."""
+    c, k = math.sqrt(2.0 / math.pi), 0.044715
+    t = tf.tanh(c * (x + k * x * x * x))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * k * x * x)
+
+
+def _derivative_of_gelu_exact(x):
+    """d gelu_exact(x) / dx = Phi(x) + x phi(x)."""
+    return (0.5 * (1.0 + tf.math.erf(x * (1.0 / math.sqrt(2.0))))
+            + x * tf.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi)))
+
+
+def _keeping_only_the_input(activation, derivative):
+    """`activation` whose gradient is computed from its input alone. Backpropagation through the
+    formula itself keeps its intermediate tensors (x*x, tanh, 0.5x, 1 + tanh, ...) until the
+    backward pass, five tensors the size of the FFN activations per layer; this keeps one."""
+    @tf.custom_gradient
+    def lean(x):
+        return activation(x), lambda upstream: upstream * derivative(x)
+
+    return lean
+
+
 _ACTIVATIONS = {
     "gelu": gelu,
     "gelu_exact": gelu_exact,
@@ -213,12 +238,20 @@ _ACTIVATIONS = {
     "tanh": tf.tanh,
     "linear": None,
 }
+# Training graphs use these: the same values, less memory (inference keeps the plain formulas,
+# which oneDNN fuses into the preceding MatMul + BiasAdd; a custom gradient would prevent that).
+_TRAINING_ACTIVATIONS = {
+    "gelu": _keeping_only_the_input(gelu, _derivative_of_gelu),
+    "gelu_exact": _keeping_only_the_input(gelu_exact, _derivative_of_gelu_exact),
+}
 
 
-def get_activation(activation_string):
+def get_activation(activation_string, training=False):
     """Maps a `hidden_act` name to a function (None for "linear"); callables pass through.
 
     Names: "gelu" (Google's tanh approximation), "gelu_exact" (erf), "relu", "tanh", "linear".
+    With `training`, the GELUs compute their gradient from their input alone (same values,
+    less memory kept for the backward pass).
     """
     if not isinstance(activation_string, str):
         return activation_string
@@ -228,6 +261,8 @@ def get_activation(activation_string):
             f"unsupported hidden_act {activation_string!r} in bert_config.json: use one of "
             "gelu (tanh approximation, Google's), gelu_exact (erf), relu, tanh, linear"
         )
+    if training and name in _TRAINING_ACTIVATIONS:
+        return _TRAINING_ACTIVATIONS[name]
     return _ACTIVATIONS[name]
 
 

@@ -195,6 +195,24 @@ def test_activations_have_googles_and_exact_gelu_meanings():
         modeling.get_activation("swish")
 
 
+@pytest.mark.parametrize("name", ["gelu", "gelu_exact"])
+def test_training_gelus_have_the_formulas_values_and_gradients(name):
+    """The training variant of each GELU (gradient from the input alone) gives the values of
+    the formula and the gradient TensorFlow derives from the formula, over [-8, 8]."""
+    x = np.linspace(-8.0, 8.0, 321).astype(np.float32)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        inputs = tf.constant(x)
+        plain = modeling.get_activation(name)(inputs)
+        lean = modeling.get_activation(name, training=True)(inputs)
+        assert modeling.get_activation(name, training=True) is not modeling.get_activation(name)
+        got = session.run({"plain": plain, "lean": lean,
+                           "plain_grad": tf.gradients(plain, inputs)[0],
+                           "lean_grad": tf.gradients(lean, inputs)[0]})
+    np.testing.assert_array_equal(got["lean"], got["plain"])
+    np.testing.assert_allclose(got["lean_grad"], got["plain_grad"], rtol=1e-5, atol=1e-6)
+    assert modeling.get_activation("relu", training=True) is tf.nn.relu
+
+
 @pytest.mark.parametrize("rewrite", ["float32", "bfloat16"])
 @pytest.mark.parametrize("hidden_act,fused", [("gelu", b"GeluApproximate"),
                                               ("gelu_exact", b"GeluExact")])
