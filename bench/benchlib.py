@@ -2,12 +2,18 @@
 versions, a child process measured for wall time and peak memory, and the update of a section
 of BENCHMARKS.md (newest table first, older ones under the section's "### History")."""
 
+import datetime
 import importlib.metadata
+import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
+import sys
 import time
+
+from absl import app
 
 HISTORY = "### History"
 
@@ -27,6 +33,28 @@ def cpu_info():
         pass
     return {"model": model or platform.processor() or "unknown", "cores": os.cpu_count(),
             "bf16": [name for name in ("amx_bf16", "avx512_bf16") if name in cpu_flags]}
+
+
+def runnable_precisions(script, requested, cpu):
+    """(precisions to run, what was skipped and why) of --precisions `requested` on `cpu`
+    (cpu_info()): bf16 only where the CPU has AMX or AVX-512-BF16. A precision other than fp32
+    and bf16 is a usage error; none left to run ends `script`."""
+    precisions, skipped = [], []
+    for precision in requested:
+        if precision not in ("fp32", "bf16"):
+            raise app.UsageError(f"--precisions: {precision!r} is neither fp32 nor bf16")
+        if precision == "bf16" and not cpu["bf16"]:
+            skipped.append("bf16 (the CPU has neither amx_bf16 nor avx512_bf16)")
+            continue
+        precisions.append(precision)
+    if not precisions:
+        sys.exit(f"{script}: nothing to run: skipped {'; '.join(skipped)}")
+    return precisions, skipped
+
+
+def peer_switches(precision, compile_model):
+    """The Hugging Face peers' flags for `precision` and torch.compile."""
+    return ["--bf16"] * (precision == "bf16") + ["--compile"] * bool(compile_model)
 
 
 def versions():
@@ -58,6 +86,29 @@ def run_measured(command, output_dir, cwd):
         process.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.monotonic() - started
     return process.returncode, seconds, usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def measure(side, command, output_dir, cwd, read_results):
+    """Runs one side's `command` in `cwd` with a fresh `output_dir`: `read_results(output_dir)`
+    plus wall_seconds and peak_rss_mib, or {"error": ...} (its stderr's end printed)."""
+    print(f"[{datetime.datetime.now():%H:%M:%S}] {side}: {shlex.join(command)}", flush=True)
+    code, seconds, rss = run_measured(command, output_dir, cwd)
+    if code:
+        print(f"{side} failed (exit {code}); log in {output_dir}:\n{stderr_tail(output_dir)}",
+              file=sys.stderr)
+        return {"error": f"exit {code}, log in {output_dir}"}
+    try:
+        results = read_results(output_dir)
+    except (OSError, KeyError, ValueError, IndexError) as error:
+        return {"error": f"no results ({error!r}), log in {output_dir}"}
+    results.update(wall_seconds=round(seconds, 1), peak_rss_mib=round(rss, 1))
+    return results
+
+
+def last_json_line(output_dir):
+    """The last line of a child's stdout.txt that starts with "{", parsed."""
+    with open(os.path.join(output_dir, "stdout.txt"), encoding="utf-8") as f:
+        return json.loads([line for line in f if line.startswith("{")][-1])
 
 
 def stderr_tail(output_dir, characters=3000):
@@ -98,3 +149,15 @@ def write_benchmarks(path, section, block):
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write(update_benchmarks(text, section, block))
     os.replace(path + ".tmp", path)
+
+
+def publish(script, block, failed, results_path, benchmarks_file, section, write=True):
+    """Prints the run's Markdown `block`; exits naming the `failed` runs (the file left alone),
+    or puts the block into `section` of `benchmarks_file` when `write`."""
+    print("\n" + block)
+    if failed:
+        sys.exit(f"{script}: {', '.join(failed)} failed; {benchmarks_file} left alone (results "
+                 f"in {results_path})")
+    if write:
+        write_benchmarks(benchmarks_file, section, block)
+        print(f"written to {benchmarks_file} under {section!r}")

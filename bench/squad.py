@@ -171,11 +171,7 @@ def peer_command(hf_dir, train_file, predict_file, output_dir, precision):
                f"--output_dir={output_dir}",
                *(f"--{name}={value}" for name, value in common_values().items()),
                f"--threads={FLAGS.threads}"]
-    if precision == "bf16":
-        command.append("--bf16")
-    if FLAGS.peer_compile:
-        command.append("--compile")
-    return command
+    return command + benchlib.peer_switches(precision, FLAGS.peer_compile)
 
 
 def ours_results(output_dir):
@@ -196,29 +192,15 @@ def ours_results(output_dir):
             "exact_match": scores["exact_match"], "f1": scores["f1"]}
 
 
-def peer_results(output_dir):
-    """The JSON line hf_squad.py printed."""
-    with open(os.path.join(output_dir, "stdout.txt"), encoding="utf-8") as f:
-        lines = [line for line in f if line.startswith("{")]
-    return json.loads(lines[-1])
-
-
 def measure(side, command, output_dir):
     """Runs one side; its results dict with wall_seconds and peak_rss_mib, or {"error": ...}."""
-    print(f"[{datetime.datetime.now():%H:%M:%S}] {side}: {shlex.join(command)}", flush=True)
-    code, seconds, rss = benchlib.run_measured(command, output_dir, REPO)
-    if code:
-        print(f"{side} failed (exit {code}); log in {output_dir}:\n"
-              f"{benchlib.stderr_tail(output_dir)}", file=sys.stderr)
-        return {"error": f"exit {code}, log in {output_dir}"}
-    try:
-        results = ours_results(output_dir) if side == OURS else peer_results(output_dir)
-    except (OSError, KeyError, ValueError, IndexError) as error:
-        return {"error": f"no results ({error!r}), log in {output_dir}"}
-    results.update(wall_seconds=round(seconds, 1), peak_rss_mib=round(rss, 1))
-    print(f"  {side}: EM {results['exact_match']:.2f}, F1 {results['f1']:.2f}, train "
-          f"{results['throughput_train']} seq/s, predict {results['throughput_predict']} seq/s, "
-          f"peak RSS {rss:,.0f} MiB, {seconds:.0f} s", flush=True)
+    results = benchlib.measure(side, command, output_dir, REPO,
+                               ours_results if side == OURS else benchlib.last_json_line)
+    if "error" not in results:
+        print(f"  {side}: EM {results['exact_match']:.2f}, F1 {results['f1']:.2f}, train "
+              f"{results['throughput_train']} seq/s, predict {results['throughput_predict']} "
+              f"seq/s, peak RSS {results['peak_rss_mib']:,.0f} MiB, "
+              f"{results['wall_seconds']:.0f} s", flush=True)
     return results
 
 
@@ -317,16 +299,7 @@ def main(argv):
         raise app.UsageError(f"--doc_stride={FLAGS.doc_stride} must be in [1, {room}] "
                              "(max_seq_length - max_query_length - 3, the context room of a "
                              "window): lower it or --max_query_length")
-    precisions, skipped = [], []
-    for precision in FLAGS.precisions:
-        if precision not in ("fp32", "bf16"):
-            raise app.UsageError(f"--precisions: {precision!r} is neither fp32 nor bf16")
-        if precision == "bf16" and not cpu["bf16"]:
-            skipped.append("bf16 (the CPU has neither amx_bf16 nor avx512_bf16)")
-            continue
-        precisions.append(precision)
-    if not precisions:
-        sys.exit(f"squad.py: nothing to run: skipped {'; '.join(skipped)}")
+    precisions, skipped = benchlib.runnable_precisions("squad.py", FLAGS.precisions, cpu)
     work_dir = os.path.abspath(FLAGS.work_dir)
     hf_dir = model_dir()
     tf_dir = os.path.join(work_dir, "minilm-tf")
@@ -359,17 +332,11 @@ def main(argv):
         return
     with open(os.path.join(work_dir, "results.json"), "w", encoding="utf-8") as f:
         json.dump({"command": command, "cpu": cpu, "results": results}, f, indent=1)
-    block = table(results, cpu, command, ", ".join(skipped))
-    print("\n" + block)
     failed = [f"{precision} {side}" for precision, sides in results.items()
               for side, r in sides.items() if "error" in r]
-    if failed:
-        sys.exit(f"squad.py: {', '.join(failed)} failed; {FLAGS.benchmarks_file} left alone "
-                 f"(results in {work_dir}/results.json)")
-    if not FLAGS.no_write:
-        benchlib.write_benchmarks(FLAGS.benchmarks_file, SECTION, block)
-        print(f"written to {FLAGS.benchmarks_file} under {SECTION!r}")
-
+    benchlib.publish("squad.py", table(results, cpu, command, ", ".join(skipped)), failed,
+                     os.path.join(work_dir, "results.json"), FLAGS.benchmarks_file, SECTION,
+                     write=not FLAGS.no_write)
 
 if __name__ == "__main__":
     app.run(main)

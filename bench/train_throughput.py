@@ -172,11 +172,7 @@ def peer_command(name, precision, npz):
                f"--warmup_steps={FLAGS.window_steps}", f"--window_steps={FLAGS.window_steps}",
                f"--learning_rate={FLAGS.learning_rate}", f"--threads={FLAGS.threads}",
                "--seed=12345"]
-    if precision == "bf16":
-        command.append("--bf16")
-    if FLAGS.peer_compile:
-        command.append("--compile")
-    return command
+    return command + benchlib.peer_switches(precision, FLAGS.peer_compile)
 
 
 def ours_result(output_dir):
@@ -195,26 +191,18 @@ def ours_result(output_dir):
 
 
 def peer_result(output_dir):
-    with open(os.path.join(output_dir, "stdout.txt"), encoding="utf-8") as f:
-        record = json.loads([line for line in f if line.startswith("{")][-1])
+    record = benchlib.last_json_line(output_dir)
     return {"windows": record["windows"], "first_loss": record["losses"][0]}
 
 
 def measure(side, command, output_dir):
-    """One run of one side: {windows, first_loss, peak_rss_mib} or {error}."""
-    print(f"[{datetime.datetime.now():%H:%M:%S}] {side}: {shlex.join(command)}", flush=True)
-    code, seconds, rss = benchlib.run_measured(command, output_dir, REPO)
-    if code:
-        print(f"{side} failed (exit {code}); log in {output_dir}:\n"
-              f"{benchlib.stderr_tail(output_dir)}", file=sys.stderr)
-        return {"error": f"exit {code}, log in {output_dir}"}
-    try:
-        result = ours_result(output_dir) if side == OURS else peer_result(output_dir)
-    except (OSError, KeyError, ValueError, IndexError) as error:
-        return {"error": f"no results ({error!r}), log in {output_dir}"}
-    result.update(peak_rss_mib=round(rss), wall_seconds=round(seconds, 1))
-    print(f"  {side}: {', '.join(f'{w:.2f}' for w in result['windows'])} seq/s, first loss "
-          f"{result['first_loss']:.4f}, peak RSS {rss:,.0f} MiB, {seconds:.0f} s", flush=True)
+    """One run of one side: {windows, first_loss, peak_rss_mib, wall_seconds} or {error}."""
+    result = benchlib.measure(side, command, output_dir, REPO,
+                              ours_result if side == OURS else peer_result)
+    if "error" not in result:
+        print(f"  {side}: {', '.join(f'{w:.2f}' for w in result['windows'])} seq/s, first "
+              f"loss {result['first_loss']:.4f}, peak RSS {result['peak_rss_mib']:,.0f} MiB, "
+              f"{result['wall_seconds']:.0f} s", flush=True)
     return result
 
 
@@ -372,8 +360,8 @@ def table(results, rates, cpu, command, skipped, curves):
             lines.append(
                 f"| {label} | {precision} | {ours['throughput']:.2f} | "
                 f"{peer['throughput']:.2f} | {ratio:.2f}{_goal_text(name, precision, ratio)} | "
-                f"{gflops:,.0f} ({gflops * 1e9 / rate:.0%}) | {ours['peak_rss_mib']:,} | "
-                f"{peer['peak_rss_mib']:,} | {ours['first_loss']:.3f} / "
+                f"{gflops:,.0f} ({gflops * 1e9 / rate:.0%}) | {ours['peak_rss_mib']:,.0f} | "
+                f"{peer['peak_rss_mib']:,.0f} | {ours['first_loss']:.3f} / "
                 f"{peer['first_loss']:.3f} |")
     lines += ["", (f"Goals: see issue 14 (bf16 utilisation at least "
                    f"{BF16_UTILISATION_GOAL:.0%}; peak RSS no higher than the peer's).")]
@@ -389,16 +377,7 @@ def main(argv):
     for name in FLAGS.configs:
         if name not in CONFIGS:
             raise app.UsageError(f"--configs: {name!r} is none of {', '.join(CONFIGS)}")
-    precisions, skipped = [], []
-    for precision in FLAGS.precisions:
-        if precision not in ("fp32", "bf16"):
-            raise app.UsageError(f"--precisions: {precision!r} is neither fp32 nor bf16")
-        if precision == "bf16" and not cpu["bf16"]:
-            skipped.append("bf16 (the CPU has neither amx_bf16 nor avx512_bf16)")
-            continue
-        precisions.append(precision)
-    if not precisions:
-        sys.exit(f"train_throughput.py: nothing to run: skipped {'; '.join(skipped)}")
+    precisions, skipped = benchlib.runnable_precisions("train_throughput.py", FLAGS.precisions, cpu)
     FLAGS.work_dir = os.path.abspath(FLAGS.work_dir)
     print(f"CPU: {cpu['model']}, {cpu['cores']} cores, bf16: {cpu['bf16'] or 'none'}; "
           f"configs {FLAGS.configs}, precisions {precisions}", flush=True)
@@ -450,18 +429,13 @@ def main(argv):
     with open(os.path.join(FLAGS.work_dir, "results.json"), "w", encoding="utf-8") as f:
         json.dump({"command": command, "cpu": cpu, "matmul_flops": rates, "results": results,
                    "curves": curves}, f, indent=1)
-    block = table(results, rates, cpu, command, ", ".join(skipped), curves)
-    print("\n" + block)
     failed = [f"{name} {precision} {side}" for name, by_precision in results.items()
               for precision, sides in by_precision.items() for side, r in sides.items()
               if "error" in r]
-    if failed:
-        sys.exit(f"train_throughput.py: {', '.join(failed)} failed; {FLAGS.benchmarks_file} "
-                 f"left alone (results in {FLAGS.work_dir}/results.json)")
-    if not FLAGS.no_write:
-        benchlib.write_benchmarks(FLAGS.benchmarks_file, SECTION, block)
-        print(f"written to {FLAGS.benchmarks_file} under {SECTION!r}")
-
+    benchlib.publish("train_throughput.py",
+                     table(results, rates, cpu, command, ", ".join(skipped), curves), failed,
+                     os.path.join(FLAGS.work_dir, "results.json"), FLAGS.benchmarks_file, SECTION,
+                     write=not FLAGS.no_write)
 
 if __name__ == "__main__":
     app.run(main)
