@@ -196,9 +196,13 @@ class BertModel:
 # MiniLM prediction step as separate Erfc/Mul ops).
 
 
+# The tanh GELU's constants: sqrt(2/pi) and the cubic term's coefficient.
+_GELU_C, _GELU_K = math.sqrt(2.0 / math.pi), 0.044715
+
+
 def gelu(x):
     """Google's GELU: the tanh approximation 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))."""
-    return 0.5 * x * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)))
+    return 0.5 * x * (1.0 + tf.tanh(_GELU_C * (x + _GELU_K * x * x * x)))
 
 
 def gelu_exact(x):
@@ -209,9 +213,8 @@ def gelu_exact(x):
 def _derivative_of_gelu(x):
     """d gelu(x) / dx for the tanh approximation: with t = tanh(c (x + k x^3)),
     0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 k x^2)."""
-    c, k = math.sqrt(2.0 / math.pi), 0.044715
-    t = tf.tanh(c * (x + k * x * x * x))
-    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * k * x * x)
+    t = tf.tanh(_GELU_C * (x + _GELU_K * x * x * x))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * _GELU_K * x * x)
 
 
 def _derivative_of_gelu_exact(x):

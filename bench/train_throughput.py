@@ -149,15 +149,20 @@ def write_npz(record, seq, predictions, examples, path):
     os.replace(path + ".tmp", path)
 
 
-def ours_command(name, precision, directory, output_dir):
+def ours_command(name, precision, directory, output_dir, steps=None, warmup_steps=0,
+                 learning_rate=None, log_every=None):
+    """run_pretraining.py on config `name` in `precision`: `steps` updates (default the timed
+    run's), the loss and sequences/s logged every `log_every` (default --window_steps)."""
     config, seq, predictions, batch = CONFIGS[name]
+    steps = steps or total_steps()
     command = [sys.executable, "run_pretraining.py", f"--bert_config_file={config}",
                f"--input_files_dir={directory}", f"--output_dir={output_dir}", "--do_train",
                f"--max_seq_length={seq}", f"--max_predictions_per_seq={predictions}",
-               f"--train_batch_size={batch}", f"--num_train_steps={total_steps()}",
-               "--num_warmup_steps=0", f"--learning_rate={FLAGS.learning_rate}",
-               "--optimizer_type=adam", f"--display_loss_steps={FLAGS.window_steps}",
-               f"--save_checkpoints_steps={10 * total_steps()}",
+               f"--train_batch_size={batch}", f"--num_train_steps={steps}",
+               f"--num_warmup_steps={warmup_steps}",
+               f"--learning_rate={learning_rate or FLAGS.learning_rate}",
+               "--optimizer_type=adam", f"--display_loss_steps={log_every or FLAGS.window_steps}",
+               f"--save_checkpoints_steps={10 * steps}",
                f"--intra_op_threads={FLAGS.threads}", "--seed=12345"]
     if precision == "bf16":
         command += ["--amp", "--amp_dtype=bfloat16"]
@@ -245,20 +250,9 @@ CURVE_LEARNING_RATE = 1e-3  # the demo's rate: the loss falls far in a few hundr
 
 def curve_command(precision, directory, output_dir):
     """Ours on BERT-Mini for --curve_steps updates, the loss logged every CURVE_WINDOW."""
-    config, seq, predictions, batch = CONFIGS["mini128"]
-    command = [sys.executable, "run_pretraining.py", f"--bert_config_file={config}",
-               f"--input_files_dir={directory}", f"--output_dir={output_dir}", "--do_train",
-               f"--max_seq_length={seq}", f"--max_predictions_per_seq={predictions}",
-               f"--train_batch_size={batch}", f"--num_train_steps={FLAGS.curve_steps}",
-               f"--num_warmup_steps={FLAGS.curve_steps // 10}",
-               f"--learning_rate={CURVE_LEARNING_RATE}", "--optimizer_type=adam",
-               f"--display_loss_steps={CURVE_WINDOW}",
-               f"--save_checkpoints_steps={10 * FLAGS.curve_steps}",
-               f"--intra_op_threads={FLAGS.threads}",
-               "--seed=12345"]
-    if precision == "bf16":
-        command += ["--amp", "--amp_dtype=bfloat16"]
-    return command
+    return ours_command("mini128", precision, directory, output_dir, steps=FLAGS.curve_steps,
+                        warmup_steps=FLAGS.curve_steps // 10,
+                        learning_rate=CURVE_LEARNING_RATE, log_every=CURVE_WINDOW)
 
 
 def loss_curve(output_dir):
