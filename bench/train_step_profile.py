@@ -4,7 +4,7 @@ dropout of the training graph) on one fixed random batch, so that no input pipel
 
   .venv/bin/python bench/train_step_profile.py [--bert_config_file=bert_config.json]
       [--batch_size=8] [--max_seq_length=128] [--max_predictions_per_seq=20] [--steps=6]
-      [--optimizer_type=adam] [--bf16] [--threads=N] [--trace]
+      [--optimizer_type=adam] [--bf16] [--xla] [--threads=N] [--trace]
 
 Prints the resident memory (VmRSS, and VmHWM: the peak so far) after the graph is built, after
 the variables are initialised and after every step, each step's seconds and the median
@@ -34,6 +34,7 @@ flags.DEFINE_integer("steps", 6, "Steps run (the first two are not in the median
 flags.DEFINE_enum("optimizer_type", "adam", ["adam", "adamw", "lamb"], "Optimizer.")
 flags.DEFINE_bool("bf16", False, "oneDNN's bfloat16 mixed-precision rewrite (--amp "
                   "--amp_dtype=bfloat16 of run_pretraining.py).")
+flags.DEFINE_bool("xla", False, "XLA compilation of the step (--use_xla of run_pretraining.py).")
 flags.DEFINE_integer("threads", os.cpu_count() or 1, "Intra-op threads.")
 flags.DEFINE_bool("trace", False, "Also profile one step (op time and output bytes by type).")
 FLAGS = flags.FLAGS
@@ -62,7 +63,7 @@ def training_step(tf, config):
                                FLAGS.max_predictions_per_seq)
     rng = np.random.default_rng(0)
     ids = tf.constant(rng.integers(0, config.vocab_size, [batch, seq]), tf.int32)
-    with session_setup.training_graph(12345, 0, 1, False):
+    with session_setup.training_graph(12345, 0, 1, FLAGS.xla):
         model = modeling.BertModel(config, True, ids, tf.ones([batch, seq], tf.int32),
                                    tf.zeros([batch, seq], tf.int32), scope="bert")
         mlm_loss, _, _ = modeling.get_masked_lm_output(
@@ -115,7 +116,7 @@ def main(argv):
     loss, train_op = training_step(tf, config)
     print("graph built", memory(), flush=True)
     session = tf.compat.v1.Session(config=session_setup.session_config(
-        distributed.create(False, False), FLAGS.threads, 0, amp=FLAGS.bf16,
+        distributed.create(False, False), FLAGS.threads, 0, use_xla=FLAGS.xla, amp=FLAGS.bf16,
         amp_dtype="bfloat16"))
     session.run(tf.compat.v1.global_variables_initializer())
     print("variables initialised", memory(), flush=True)
