@@ -318,6 +318,35 @@ def test_loss_scaling_skips_non_finite_and_adapts_scale():
             assert sess.run(ops.global_step) == 4
 
 
+@pytest.mark.parametrize("clip_norm", [1.0, None])
+def test_non_finite_gradients_skip_the_update_without_amp(clip_norm):
+    """Property: without amp, a NaN or an Inf gradient leaves weights, moments and global step
+    as they are and counts a skipped step, with and without clipping; with clipping, finite
+    gradients whose global norm overflows float32 are skipped too (tf.clip_by_global_norm turns
+    them into NaN), without clipping they are applied."""
+    with tf.Graph().as_default():
+        variables = make_vars({"w/kernel": np.ones(3)})
+        loss, feeds = linear_loss(variables)
+        ops = create_optimizer(loss, 1e-2, 100, 0, clip_norm=clip_norm)
+        kernel, c = variables["w/kernel"], feeds["w/kernel"]
+        state = [kernel, var_by_name("w/kernel/adam_m"), var_by_name("w/kernel/adam_v"),
+                 ops.global_step]
+        with session() as sess:
+            sess.run(ops.train_op, {c: [0.1, -0.2, 0.3]})
+            skipped = 0
+            for g in ([np.nan, 0.0, 0.0], [0.0, np.inf, 0.0], [3e38, 3e38, 0.0]):
+                before = sess.run(state)
+                sess.run(ops.train_op, {c: g})
+                after = sess.run(state)
+                applied = clip_norm is None and np.isfinite(g).all()
+                skipped += not applied
+                assert sess.run(ops.skipped_steps) == skipped
+                assert after[-1] == before[-1] + applied
+                if not applied:
+                    for x, y in zip(before, after, strict=True):
+                        np.testing.assert_array_equal(x, y)
+
+
 def test_loss_scaling_with_accumulation_skips_whole_update():
     """A NaN in one of 2 micro-batches skips that update; the next update, from clean
     accumulators, applies exactly the finite gradients."""

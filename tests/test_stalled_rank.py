@@ -20,6 +20,9 @@ from test_run_pretraining import args, checkpoint_step
 
 import distributed
 
+# The jobs' watchdog deadlines are seconds of wall time: scripts/test.sh runs these tests alone.
+pytestmark = pytest.mark.serial
+
 TIMEOUT = 20  # --rank_timeout_seconds of the CLI jobs
 MARGIN = 15  # seconds past the timeout for the check period, the exit and mpirun's teardown
 
