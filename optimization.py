@@ -183,7 +183,7 @@ def create_optimizer(
 
     if not post_accumulation:
         grads = distributed.allreduce_gradients(grads)
-    grad_scale, grads_finite = _unscale_and_clip_factor(grads, loss_scale, clip_norm)
+    grad_scale, norm = _unscale_and_clip_factor(grads, loss_scale, clip_norm)
 
     def apply(final_grads, scale, finite):
         """Apply the update to `final_grads` times `scale` (None: 1), or skip it when `finite`
@@ -207,7 +207,10 @@ def create_optimizer(
             return _update_loss_scale(finite, loss_scale, good_steps, loss_scale_growth_interval)
 
     if n == 1:
-        train_op = apply(grads, grad_scale, grads_finite)
+        # With clipping the norm is non-finite exactly when the update must be skipped (a NaN or
+        # Inf gradient, or a norm beyond float32 that clipping would turn into NaN gradients).
+        finite = _all_finite(grads) if norm is None else tf.math.is_finite(norm)
+        train_op = apply(grads, grad_scale, finite)
     else:
         # Each micro-batch is unscaled and clipped on its own; the sums are applied as they are.
         if grad_scale is not None:
@@ -303,25 +306,24 @@ def _all_finite(grads):
 
 
 def _unscale_and_clip_factor(grads, loss_scale, clip_norm):
-    """(factor, finite): the one factor that unscales (`loss_scale`, None without amp) and clips
-    `grads` to global norm `clip_norm` (None: no clipping), and whether they are all finite.
+    """(factor, norm): the one factor that unscales (`loss_scale`, None without amp) and clips
+    `grads` to global norm `clip_norm` (factor None when it would be 1), and the global norm of
+    the unscaled gradients (None without clipping).
 
     The clip factor is tf.clip_by_global_norm's, clip_norm * min(1 / norm, 1 / clip_norm), NaN
-    when the norm is not finite, on the norm of the unscaled gradients (the scaled norm times
-    1 / loss_scale, a power of two). With clipping, the norm's finiteness is the gradients'
-    (a NaN or Inf anywhere makes it non-finite; so does a norm beyond float32, which
-    tf.clip_by_global_norm would turn into NaN gradients too), so no second pass is needed.
+    when the norm is not finite; the unscaled norm is the scaled one times 1 / loss_scale, a
+    power of two.
     """
     inverse = None if loss_scale is None else 1.0 / loss_scale
     if clip_norm is None:
-        return inverse, _all_finite(grads)
+        return inverse, None
     norm = tf.linalg.global_norm(grads)
     if inverse is not None:
         norm *= inverse
     factor = clip_norm * tf.minimum(1.0 / norm, 1.0 / clip_norm) + (norm - norm)
     if inverse is not None:
         factor *= inverse
-    return factor, tf.math.is_finite(norm)
+    return factor, norm
 
 
 def _compiled(variable_updates, grads, scale):
