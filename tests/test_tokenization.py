@@ -106,13 +106,18 @@ def test_identical_to_google_on_whole_sample_corpus(vocab_file, sample_corpus, l
     from absl import flags
     from bert import tokenization as reference
 
+    # The oracle reads the global flag at every call: back to the default afterwards, for the
+    # later tests of this process (a pytest-xdist worker runs many files).
     flags.FLAGS(["test", f"--preserve_unused_tokens={preserve}"], known_only=True)
-    ours = tokenization.FullTokenizer(vocab_file, lower, preserve_unused_tokens=preserve)
-    theirs = reference.FullTokenizer(vocab_file, lower)
-    with open(sample_corpus, "rb") as corpus:
-        lines = [tokenization.convert_to_unicode(line) for line in corpus] + EDGE_CASES
-    assert os.path.getsize(sample_corpus) > 1_000_000
-    for line in lines:
-        expected = theirs.tokenize(line)
-        assert ours.tokenize(line) == expected, line
-        assert ours.tokenize_to_ids(line) == theirs.convert_tokens_to_ids(expected), line
+    try:
+        ours = tokenization.FullTokenizer(vocab_file, lower, preserve_unused_tokens=preserve)
+        theirs = reference.FullTokenizer(vocab_file, lower)
+        with open(sample_corpus, "rb") as corpus:
+            lines = [tokenization.convert_to_unicode(line) for line in corpus] + EDGE_CASES
+        assert os.path.getsize(sample_corpus) > 1_000_000
+        for line in lines:
+            expected = theirs.tokenize(line)
+            assert ours.tokenize(line) == expected, line
+            assert ours.tokenize_to_ids(line) == theirs.convert_tokens_to_ids(expected), line
+    finally:
+        flags.FLAGS(["test", "--preserve_unused_tokens=false"], known_only=True)
