@@ -197,8 +197,9 @@ def test_activations_have_googles_and_exact_gelu_meanings():
 
 @pytest.mark.parametrize("name", ["gelu", "gelu_exact"])
 def test_training_gelus_have_the_formulas_values_and_gradients(name):
-    """The training variant of each GELU (gradient from the input alone) gives the values of
-    the formula and the gradient TensorFlow derives from the formula, over [-8, 8]."""
+    """The training variant of each GELU (XLA-compiled, gradient from the input alone) gives the
+    formula's values and the gradient TensorFlow derives from the formula, over [-8, 8], within
+    float32 rounding (XLA's tanh and erf are not Eigen's, bit for bit)."""
     x = np.linspace(-8.0, 8.0, 321).astype(np.float32)
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         inputs = tf.constant(x)
@@ -208,7 +209,7 @@ def test_training_gelus_have_the_formulas_values_and_gradients(name):
         got = session.run({"plain": plain, "lean": lean,
                            "plain_grad": tf.gradients(plain, inputs)[0],
                            "lean_grad": tf.gradients(lean, inputs)[0]})
-    np.testing.assert_array_equal(got["lean"], got["plain"])
+    np.testing.assert_allclose(got["lean"], got["plain"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["lean_grad"], got["plain_grad"], rtol=1e-5, atol=1e-6)
     assert modeling.get_activation("relu", training=True) is tf.nn.relu
 
