@@ -310,7 +310,8 @@ def dropout(x, rate):
     seed = tf.random.experimental.stateless_fold_in(block[0], block[1])
     block[1] += 1
     keep, keep_probability = _stateless_keep_mask(tf.shape(x), rate, seed)
-    return tf.where(keep, x * tf.cast(1.0 / keep_probability, x.dtype), tf.zeros_like(x))
+    # A scalar zero: a zeros_like(x) is a tensor of x's size (cast again under the bf16 rewrite).
+    return tf.where(keep, x * tf.cast(1.0 / keep_probability, x.dtype), tf.zeros([], x.dtype))
 
 
 def _stateless_keep_mask(shape, rate, seed):
