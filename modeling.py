@@ -302,16 +302,26 @@ def stateless_dropout(seed):
 
 def dropout(x, rate):
     """Dropout with drop probability `rate`; the identity when `rate` is 0."""
+    kept, scale = dropout_unscaled(x, rate)
+    return kept if scale == 1.0 else kept * scale
+
+
+def dropout_unscaled(x, rate):
+    """(x with the dropped units zeroed, the factor the caller applies to the kept ones): the
+    same dropout, for callers that can apply the factor to a smaller tensor downstream (the
+    attention context rather than the [B, N, S, S] probabilities). The factor is 1.0 outside a
+    `stateless_dropout` block, where this is TensorFlow's stateful `tf.nn.dropout` as in
+    Google's code, and when `rate` is 0."""
     if not rate:
-        return x
+        return x, 1.0
     if not _DROPOUT_SEEDS:
-        return tf.nn.dropout(x, rate=rate)
+        return tf.nn.dropout(x, rate=rate), 1.0
     block = _DROPOUT_SEEDS[-1]
     seed = tf.random.experimental.stateless_fold_in(block[0], block[1])
     block[1] += 1
     keep, keep_probability = _stateless_keep_mask(tf.shape(x), rate, seed)
     # A scalar zero: a zeros_like(x) is a tensor of x's size (cast again under the bf16 rewrite).
-    return tf.where(keep, x * tf.cast(1.0 / keep_probability, x.dtype), tf.zeros([], x.dtype))
+    return tf.where(keep, x, tf.zeros([], x.dtype)), 1.0 / keep_probability
 
 
 def _stateless_keep_mask(shape, rate, seed):
@@ -391,8 +401,12 @@ def attention_layer(
     # (D = 64 in every published BERT), within a rounding otherwise.
     scores = tf.matmul(query * (1.0 / math.sqrt(size_per_head)), key, transpose_b=True)
     probs = tf.nn.softmax(scores + mask_adder)
-    probs = dropout(probs, attention_probs_dropout_prob)
-    context = tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3])
+    # Dropout's 1/P(keep) on the [B, N, S, D] context, not on the [B, N, S, S] probabilities.
+    probs, keep_scale = dropout_unscaled(probs, attention_probs_dropout_prob)
+    context = tf.matmul(probs, value)
+    if keep_scale != 1.0:
+        context *= keep_scale
+    context = tf.transpose(context, [0, 2, 1, 3])
     return tf.reshape(context, [-1, width])
 
 

@@ -149,7 +149,7 @@ def test_dropout_applies_only_when_training():
 @pytest.mark.parametrize("rate,shape", [(0.1, [8, 12, 33, 33]), (0.5, [3, 7]), (0.9, [1001])])
 def test_stateless_dropout_drops_at_the_rate_and_keeps_the_expectation(rate, shape):
     """Training (stateless) dropout, any shape, odd sizes included: units are zero or x/P(keep)
-    with P(keep) = 1 - rate to 1/65536; the dropped fraction is `rate` within 5 standard
+    with P(keep) = 1 - rate to 1/65536 (dropout_unscaled: zero or x, and the factor 1/P(keep)); the dropped fraction is `rate` within 5 standard
     errors (so the expectation is x); the same seed draws the same mask, another seed a
     different one."""
     x = np.random.default_rng(3).uniform(1.0, 2.0, shape).astype(np.float32)
@@ -157,11 +157,16 @@ def test_stateless_dropout_drops_at_the_rate_and_keeps_the_expectation(rate, sha
         seed = tf.compat.v1.placeholder(tf.int64, [2])
         with modeling.stateless_dropout(seed):
             dropped = modeling.dropout(tf.constant(x), rate)
+        with modeling.stateless_dropout(seed):  # the same op index: the same mask
+            zeroed, scale = modeling.dropout_unscaled(tf.constant(x), rate)
         first, again, other = (session.run(dropped, {seed: s}) for s in ([1, 2], [1, 2], [1, 3]))
+        unscaled = session.run(zeroed, {seed: [1, 2]})
     keep_probability = 1 - round(rate * 65536) / 65536
     assert abs(keep_probability - (1 - rate)) <= 0.5 / 65536
     kept = first != 0
     np.testing.assert_allclose(first[kept], x[kept] / keep_probability, rtol=1e-6)
+    np.testing.assert_array_equal(unscaled, np.where(kept, x, 0))
+    assert scale == 1 / keep_probability
     standard_error = np.sqrt(rate * (1 - rate) / x.size)
     assert abs((1 - kept.mean()) - rate) < 5 * standard_error
     np.testing.assert_array_equal(first, again)
