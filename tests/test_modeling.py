@@ -149,9 +149,9 @@ def test_dropout_applies_only_when_training():
 @pytest.mark.parametrize("rate,shape", [(0.1, [8, 12, 33, 33]), (0.5, [3, 7]), (0.9, [1001])])
 def test_stateless_dropout_drops_at_the_rate_and_keeps_the_expectation(rate, shape):
     """Training (stateless) dropout, any shape, odd sizes included: units are zero or x/P(keep)
-    with P(keep) = 1 - rate to 1/65536 (dropout_unscaled: zero or x, and the factor 1/P(keep)); the dropped fraction is `rate` within 5 standard
-    errors (so the expectation is x); the same seed draws the same mask, another seed a
-    different one."""
+    with P(keep) = 1 - rate to 1/65536 (dropout_unscaled: zero or x, and the factor 1/P(keep));
+    the dropped fraction is `rate` within 5 standard errors (so the expectation is x); the same
+    seed draws the same mask, another seed a different one."""
     x = np.random.default_rng(3).uniform(1.0, 2.0, shape).astype(np.float32)
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
         seed = tf.compat.v1.placeholder(tf.int64, [2])

@@ -116,7 +116,9 @@ def test_a_stopped_rank_ends_every_rank_naming_it(data, tmp_path, stopped):  # n
     # The line names the latest checkpoint at the time it is written. A save the stopped chief
     # had in progress may still complete after it (mpirun sends SIGCONT before SIGTERM), so the
     # named checkpoint is the newest one or an older one that is still kept.
-    named = re.search(r"Restart from the last checkpoint \((\S+)\)", lines[0]).group(1)
+    restart = re.search(r"Restart from the last checkpoint \((\S+)\)", lines[0])
+    assert restart, lines[0]
+    named = restart.group(1)
     state = tf.train.get_checkpoint_state(str(out))
     assert named in state.all_model_checkpoint_paths, (named, state)
     reader = tf.train.load_checkpoint(named)
