@@ -413,3 +413,35 @@ def test_adamw_matches_torch_adamw_step_for_step():
     for n, p in params.items():
         np.testing.assert_allclose(got[n], p.detach().numpy(), rtol=2e-5, atol=1e-6,
                                    err_msg=n)
+
+
+def allocator_bytes_in_use(sess):
+    """Bytes the session's CPU allocator holds, read from the trace of a tiny probe run."""
+    metadata = tf1.RunMetadata()
+    sess.run("memory_probe:0", {"memory_probe_input:0": np.ones(1 << 16, np.float32)},
+             options=tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE),
+             run_metadata=metadata)
+    return max(memory.allocator_bytes_in_use for device in metadata.step_stats.dev_stats
+               for node in device.node_stats for memory in node.memory)
+
+
+@pytest.mark.parametrize("optimizer_type,n", [("adam", 1), ("lamb", 1), ("adam", 2)])
+def test_zero_initialised_state_is_not_held_twice_after_updates(optimizer_type, n):
+    """The moments (and accumulators) start at zero without the session keeping their initial
+    buffers: after updates the allocator holds about what it held after initialisation, not a
+    second copy of each 64 MiB moment (a tf.zeros_initializer Const's buffer, which the session
+    keeps with the initializer, once the variable is first updated)."""
+    size = 64 * 2**20
+    with tf.Graph().as_default():
+        weight = tf1.get_variable("w", shape=[size // 4],
+                                  initializer=tf1.random_normal_initializer())
+        ops = create_optimizer(tf.reduce_sum(tf.square(weight)), 1e-3, 100, 0,
+                               optimizer_type=optimizer_type, num_accumulation_steps=n)
+        probe_input = tf1.placeholder(tf.float32, [None], name="memory_probe_input")
+        tf.multiply(probe_input, 2.0, name="memory_probe")
+        with session() as sess:
+            initialised = allocator_bytes_in_use(sess)
+            for _ in range(2 * n):
+                sess.run(ops.train_op)
+            assert sess.run(ops.global_step) == 2
+            assert allocator_bytes_in_use(sess) - initialised < size // 2
