@@ -176,6 +176,25 @@ def test_stateless_dropout_drops_at_the_rate_and_keeps_the_expectation(rate, sha
         modeling.dropout(tf.constant(x), 1.0)
 
 
+def test_stateless_dropout_masks_are_uncorrelated():
+    """The keep masks of two dropout ops in one block, of two seeds, and of neighbouring units
+    (next element, next row) are uncorrelated: each sample correlation is within 5 standard
+    errors (1/sqrt(n)) of 0."""
+    shape = [256, 1024]
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        seed = tf.compat.v1.placeholder(tf.int64, [2])
+        with modeling.stateless_dropout(seed):
+            ones = tf.ones(shape)
+            first, second = modeling.dropout(ones, 0.5), modeling.dropout(ones, 0.5)
+        (a, b), (c, _) = (session.run([first, second], {seed: s}) for s in ([7, 0], [7, 1]))
+    a, b, c = (m != 0 for m in (a, b, c))
+    pairs = {"two ops": (a, b), "two seeds": (a, c), "next element": (a[:, :-1], a[:, 1:]),
+             "next row": (a[:-1], a[1:])}
+    for name, (x, y) in pairs.items():
+        correlation = np.corrcoef(x.ravel(), y.ravel())[0, 1]
+        assert abs(correlation) < 5 / np.sqrt(x.size), (name, correlation)
+
+
 def test_heads_compute_googles_losses_from_gathered_positions():
     """The MLM head projects only the B*P gathered positions (no [B, S, V] tensor), uses the
     word embeddings as output weights, and its losses are the weighted cross-entropies."""
