@@ -286,7 +286,7 @@ _DROPOUT_SEEDS = []
 
 @contextlib.contextmanager
 def stateless_dropout(seed):
-    """Within this block, `dropout` draws from stateless random ops keyed by `seed` (an int32 or
+    """Within this block, `dropout` draws stateless random bits keyed by `seed` (an int32 or
     int64 [2] tensor) and by the dropout op's place in the order of creation, so that the masks
     are a function of `seed` alone: a run that passes, e.g., a seed made of (global step,
     micro-batch, rank) draws the same masks after a restart. Each unit is dropped with
