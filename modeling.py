@@ -328,7 +328,7 @@ def _stateless_keep_mask(shape, rate, seed):
     """(bool mask of `shape`, the probability of True): each element is True unless its 16 random
     bits fall below t = round(65536 * rate), so it is kept with probability 1 - t/65536 (rate 0.1:
     0.899994). The bits are the top 16 of SplitMix64 at the element's index, from a start that
-    `seed` (int64 [2]) determines (`_splitmix64_keep_mask`)."""
+    `seed` (int32 [2], as stateless_fold_in returns) determines (`_splitmix64_keep_mask`)."""
     if not 0.0 < rate < 1.0:
         raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
     threshold = min(round(rate * 65536), 65535)
