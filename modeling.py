@@ -95,6 +95,7 @@ class BertModel:
         token_type_ids=None,
         use_one_hot_embeddings=False,
         scope=None,
+        output_positions=None,
     ):
         """Builds the model under variable scope `scope` (default "bert").
 
@@ -107,6 +108,11 @@ class BertModel:
             use_one_hot_embeddings: look word embeddings up with a one-hot matmul (TPU style)
                 instead of a gather.
             scope: variable scope name.
+            output_positions: optional int [B, P]: the last Transformer layer then computes its
+                output only at [CLS] and these positions (keys and values still from every
+                position), and `get_sequence_output()` (the last of `get_all_encoder_layers()`
+                too) is the [B, P, H] rows at these positions: all the masked-LM head reads.
+                The pooler still reads [CLS].
 
         Raises:
             ValueError: S is larger than `config.max_position_embeddings`, or the config is bad.
@@ -149,6 +155,10 @@ class BertModel:
                 self.embedding_output = dropout(
                     layer_norm(embeddings, "LayerNorm"), config.hidden_dropout_prob)
 
+            last_layer_rows = None
+            if output_positions is not None:
+                last_layer_rows = tf.concat(
+                    [tf.zeros_like(output_positions[:, :1]), output_positions], axis=1)
             with tf.compat.v1.variable_scope("encoder"):
                 self.all_encoder_layers = transformer_model(
                     self.embedding_output,
@@ -161,20 +171,23 @@ class BertModel:
                     hidden_dropout_prob=config.hidden_dropout_prob,
                     attention_probs_dropout_prob=config.attention_probs_dropout_prob,
                     initializer_range=config.initializer_range,
+                    output_positions=last_layer_rows,
                 )
+            first_token = self.all_encoder_layers[-1][:, 0]
+            if output_positions is not None:
+                self.all_encoder_layers[-1] = self.all_encoder_layers[-1][:, 1:]
             self.sequence_output = self.all_encoder_layers[-1]
 
             with tf.compat.v1.variable_scope("pooler"):
                 self.pooled_output = dense(
-                    self.sequence_output[:, 0], config.hidden_size, "dense", initializer,
-                    activation=tf.tanh)
+                    first_token, config.hidden_size, "dense", initializer, activation=tf.tanh)
 
     def get_pooled_output(self):
         """[B, H] tanh-projected hidden state of the first ([CLS]) token."""
         return self.pooled_output
 
     def get_sequence_output(self):
-        """[B, S, H] output of the last Transformer layer."""
+        """[B, S, H] output of the last Transformer layer ([B, P, H] with `output_positions`)."""
         return self.sequence_output
 
     def get_all_encoder_layers(self):
@@ -398,24 +411,30 @@ def attention_mask_adder(input_mask):
 
 def attention_layer(
     x, mask_adder, batch_size, seq_length, num_attention_heads, size_per_head,
-    attention_probs_dropout_prob, initializer,
+    attention_probs_dropout_prob, initializer, query_rows=None,
 ):
     """Multi-head self-attention with variables `query`, `key`, `value` (kernel and bias).
 
     Args:
         x: [B*S, H] layer input.
         mask_adder: [B, 1, 1, S] from `attention_mask_adder`.
+        query_rows: optional [B, Q, H] rows of `x` that attend (default all S of them).
     Returns:
-        [B*S, N*D] context vectors.
+        [B*Q, N*D] context vectors (Q = S by default).
     """
     width = num_attention_heads * size_per_head
 
-    def heads(name):  # [B*S, H] -> [B, N, S, D]
-        y = dense(x, width, name, initializer)
-        y = tf.reshape(y, [batch_size, seq_length, num_attention_heads, size_per_head])
+    def heads(name, rows, length):  # [B*length, H] -> [B, N, length, D]
+        y = dense(rows, width, name, initializer)
+        y = tf.reshape(y, [batch_size, length, num_attention_heads, size_per_head])
         return tf.transpose(y, [0, 2, 1, 3])
 
-    query, key, value = heads("query"), heads("key"), heads("value")
+    if query_rows is None:
+        query = heads("query", x, seq_length)
+    else:
+        query = heads("query", tf.reshape(query_rows, [-1, x.shape[-1]]),
+                      get_shape_list(query_rows)[1])
+    key, value = heads("key", x, seq_length), heads("value", x, seq_length)
     # Scaling the [B, N, S, D] query rather than the [B, N, S, S] scores: S/D times fewer
     # multiplications forward and backward; the same scores when 1/sqrt(D) is a power of two
     # (D = 64 in every published BERT), within a rounding otherwise.
@@ -433,15 +452,21 @@ def attention_layer(
 def transformer_model(
     input_tensor, mask_adder, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
     intermediate_size=3072, intermediate_act_fn=gelu, hidden_dropout_prob=0.1,
-    attention_probs_dropout_prob=0.1, initializer_range=0.02,
+    attention_probs_dropout_prob=0.1, initializer_range=0.02, output_positions=None,
 ):
     """Post-LayerNorm Transformer encoder ("Attention is All You Need"), scopes `layer_N`.
 
     Args:
         input_tensor: [B, S, H].
         mask_adder: [B, 1, 1, S] from `attention_mask_adder`.
+        output_positions: optional int [B, P]: the last layer computes only these rows. Its
+            keys and values still come from all S positions, but the query, the attention
+            output, the feed-forward products and their gradients cover P rows instead of S
+            (BERT-base pre-training at seq 128 with 20 predictions: about 5% of the step's
+            products). Each row is what the full layer computes, within a rounding.
     Returns:
-        List of num_hidden_layers tensors [B, S, H].
+        List of num_hidden_layers tensors [B, S, H], the last one [B, P, H] with
+        `output_positions`.
     """
     if hidden_size % num_attention_heads:
         raise ValueError(
@@ -454,17 +479,24 @@ def transformer_model(
     all_layer_outputs = []
     for layer_idx in range(num_hidden_layers):
         layer_input = layer_output
+        query_rows = output_length = None
+        if output_positions is not None and layer_idx == num_hidden_layers - 1:
+            query_rows = tf.gather(tf.reshape(layer_input, [batch_size, seq_length, hidden_size]),
+                                   output_positions, batch_dims=1)
+            output_length = get_shape_list(query_rows)[1]
         with tf.compat.v1.variable_scope(f"layer_{layer_idx}"):
             with tf.compat.v1.variable_scope("attention"):
                 with tf.compat.v1.variable_scope("self"):
                     context = attention_layer(
                         layer_input, mask_adder, batch_size, seq_length, num_attention_heads,
                         hidden_size // num_attention_heads, attention_probs_dropout_prob,
-                        initializer)
+                        initializer, query_rows)
+                residual = (layer_input if query_rows is None
+                            else tf.reshape(query_rows, [-1, hidden_size]))
                 with tf.compat.v1.variable_scope("output"):
                     attention_output = dense(context, hidden_size, "dense", initializer)
                     attention_output = layer_norm(
-                        dropout(attention_output, hidden_dropout_prob) + layer_input, "LayerNorm")
+                        dropout(attention_output, hidden_dropout_prob) + residual, "LayerNorm")
             with tf.compat.v1.variable_scope("intermediate"):
                 intermediate = dense(attention_output, intermediate_size, "dense", initializer,
                                      activation=intermediate_act_fn)
@@ -472,7 +504,9 @@ def transformer_model(
                 layer_output = dense(intermediate, hidden_size, "dense", initializer)
                 layer_output = layer_norm(
                     dropout(layer_output, hidden_dropout_prob) + attention_output, "LayerNorm")
-        all_layer_outputs.append(tf.reshape(layer_output, [batch_size, seq_length, hidden_size]))
+        all_layer_outputs.append(tf.reshape(
+            layer_output,
+            [batch_size, seq_length if output_length is None else output_length, hidden_size]))
     return all_layer_outputs
 
 
@@ -490,13 +524,17 @@ def get_masked_lm_output(bert_config, input_tensor, output_weights, positions, l
         bert_config: `BertConfig`.
         input_tensor: [B, S, H] sequence output.
         output_weights: [V, H] word embedding table (`BertModel.get_embedding_table()`).
-        positions: int [B, P] masked positions.
+        positions: int [B, P] masked positions; None when `input_tensor` is already the
+            [B, P, H] rows at them (`BertModel(..., output_positions=positions)`).
         label_ids: int [B, P] original ids at those positions.
         label_weights: float [B, P], 1.0 for real predictions and 0.0 for padding.
     Returns:
         (loss: scalar weighted mean, per_example_loss: [B*P], log_probs: [B*P, V]).
     """
-    x = gather_indexes(input_tensor, positions)
+    if positions is None:
+        x = tf.reshape(input_tensor, [-1, input_tensor.shape[-1]])
+    else:
+        x = gather_indexes(input_tensor, positions)
     initializer = create_initializer(bert_config.initializer_range)
     with tf.compat.v1.variable_scope("cls/predictions"):
         with tf.compat.v1.variable_scope("transform"):

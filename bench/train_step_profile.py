@@ -64,11 +64,12 @@ def training_step(tf, config):
     rng = np.random.default_rng(0)
     ids = tf.constant(rng.integers(0, config.vocab_size, [batch, seq]), tf.int32)
     with session_setup.training_graph(12345, 0, 1, FLAGS.xla):
-        model = modeling.BertModel(config, True, ids, tf.ones([batch, seq], tf.int32),
-                                   tf.zeros([batch, seq], tf.int32), scope="bert")
+        model = modeling.BertModel(
+            config, True, ids, tf.ones([batch, seq], tf.int32), tf.zeros([batch, seq], tf.int32),
+            scope="bert",
+            output_positions=tf.constant(rng.integers(0, seq, [batch, predictions]), tf.int32))
         mlm_loss, _, _ = modeling.get_masked_lm_output(
-            config, model.get_sequence_output(), model.get_embedding_table(),
-            tf.constant(rng.integers(0, seq, [batch, predictions]), tf.int32),
+            config, model.get_sequence_output(), model.get_embedding_table(), None,
             tf.constant(rng.integers(0, config.vocab_size, [batch, predictions]), tf.int32),
             tf.ones([batch, predictions]))
         nsp_loss, _, _ = modeling.get_next_sentence_output(

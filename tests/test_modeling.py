@@ -373,6 +373,51 @@ def test_sequence_longer_than_position_table_fails_clearly():
             modeling.BertModel(modeling.BertConfig.from_dict(TINY), True, ids)
 
 
+def test_output_positions_give_the_full_models_rows_losses_and_gradients():
+    """BertModel(output_positions=P), whose last layer computes only [CLS] and the rows at P,
+    gives the full model's sequence rows at P, its pooled output, both heads' losses and every
+    variable's gradient (padding, repeated positions and dynamic shapes included), with the
+    same variables."""
+    config = modeling.BertConfig.from_dict(TINY)
+    rng = np.random.default_rng(5)
+    batch = random_batch(rng, 2, 9, 99, num_predictions=4)
+    batch["mask"][1, 6:] = 0
+    batch["positions"][1, 3] = 0  # a padding prediction (weight 0) at position 0
+    batch["positions"][0, 2] = batch["positions"][0, 1]
+    with tf.Graph().as_default():
+        inputs = {name: tf.compat.v1.placeholder(tf.int32, [None, None]) for name in
+                  ("ids", "mask", "types", "positions", "labels")}
+        inputs["weights"] = tf.compat.v1.placeholder(tf.float32, [None, None])
+        inputs["nsp_labels"] = tf.compat.v1.placeholder(tf.int32, [None])
+        outputs = []
+        for output_positions in (None, inputs["positions"]):
+            with tf.compat.v1.variable_scope("", reuse=output_positions is not None):
+                model = modeling.BertModel(config, False, inputs["ids"], inputs["mask"],
+                                           inputs["types"], scope="bert",
+                                           output_positions=output_positions)
+                rows = model.get_sequence_output()
+                if output_positions is None:
+                    rows = tf.gather(rows, inputs["positions"], batch_dims=1)
+                mlm_loss = modeling.get_masked_lm_output(
+                    config, model.get_sequence_output(), model.get_embedding_table(),
+                    inputs["positions"] if output_positions is None else None,
+                    inputs["labels"], inputs["weights"])[0]
+                nsp_loss = modeling.get_next_sentence_output(
+                    config, model.get_pooled_output(), inputs["nsp_labels"])[0]
+            variables = tf.compat.v1.trainable_variables()
+            outputs.append([rows, model.get_pooled_output(), mlm_loss, nsp_loss]
+                           + [tf.convert_to_tensor(gradient) for gradient in
+                              tf.gradients(mlm_loss + nsp_loss, variables)])
+        assert len(variables) == 5 + 2 * 16 + 2 + 5 + 2  # the same 46 variables
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            randomize(session)
+            full, last_rows_only = session.run(outputs, feed(inputs, batch))
+    assert last_rows_only[0].shape == (2, 4, 32)
+    for ours, reference in zip(last_rows_only, full, strict=True):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
 def test_one_hot_embedding_lookup_equals_gather():
     """use_one_hot_embeddings=True (TPU style) computes the same outputs as the gather."""
     config = modeling.BertConfig.from_dict(TINY)
