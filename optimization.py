@@ -183,6 +183,7 @@ def create_optimizer(
 
     if not post_accumulation:
         grads = distributed.allreduce_gradients(grads)
+    grads = _float32_for_mixed_precision(grads)
     grad_scale, norm = _unscale_and_clip_factor(grads, loss_scale, clip_norm)
 
     def apply(final_grads, scale, finite):
@@ -307,6 +308,18 @@ def _zeros_like_variable(var, suffix):
 def _slots(var):
     """The first and second moment variables of `var`, under Google's names."""
     return _zeros_like_variable(var, "adam_m"), _zeros_like_variable(var, "adam_v")
+
+
+def _float32_for_mixed_precision(grads):
+    """`grads` unchanged, each through a bitcast to int32 and back: an op pair in none of the
+    mixed-precision rewrite's lists, which the rewrite therefore leaves float32.
+
+    The rewrite computes a gradient's products in bf16/fp16 and casts the result to float32 for
+    the global norm; without the pair it also lets the update's tf.cond take the bf16 tensor (a
+    Switch passes any type) and casts it a second time inside. With it both read one float32
+    cast. Grappler removes the pair afterwards: no op runs for it.
+    """
+    return [tf.bitcast(tf.bitcast(g, tf.int32), tf.float32) for g in grads]
 
 
 def _unscale(grads, loss_scale):

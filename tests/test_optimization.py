@@ -445,3 +445,31 @@ def test_zero_initialised_state_is_not_held_twice_after_updates(optimizer_type, 
                 sess.run(ops.train_op)
             assert sess.run(ops.global_step) == 2
             assert allocator_bytes_in_use(sess) - initialised < size // 2
+
+
+def test_bf16_gradients_are_cast_to_float32_once():
+    """Under oneDNN's bfloat16 rewrite the products' gradients are bf16; each is cast to
+    float32 once, before the global norm, and the update's tf.cond reads that cast: no cast of
+    a gradient runs after the cond's Switch (which would be a second one per gradient)."""
+    import distributed
+    import session_setup
+
+    with tf.Graph().as_default():
+        x = tf.constant(np.random.default_rng(0).normal(size=[8, 16]), tf.float32)
+        kernels = [tf1.get_variable(f"kernel_{i}", [16, 16]) for i in range(3)]
+        for kernel in kernels:
+            x = tf.matmul(x, kernel)
+        ops = create_optimizer(tf.reduce_sum(x * x), 1e-3, 100, 0)
+        config = session_setup.session_config(distributed.SingleProcess(), 1, 1, amp=True,
+                                              amp_dtype="bfloat16")
+        with tf1.Session(config=config) as sess:
+            sess.run(tf1.global_variables_initializer())
+            metadata = tf1.RunMetadata()
+            sess.run(ops.train_op, options=tf1.RunOptions(output_partition_graphs=True),
+                     run_metadata=metadata)
+    nodes = {node.name: node for graph in metadata.partition_graphs for node in graph.node}
+    casts = [node for node in nodes.values() if node.op == "Cast"
+             and node.attr["DstT"].type == tf.float32.as_datatype_enum]
+    sources = [nodes[cast.input[0].split(":")[0]] for cast in casts]
+    assert any(source.name.startswith("gradients/") for source in sources)  # the rewrite ran
+    assert [source.name for source in sources if source.op == "Switch"] == []
