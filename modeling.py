@@ -411,14 +411,15 @@ def attention_mask_adder(input_mask):
 
 def attention_layer(
     x, mask_adder, batch_size, seq_length, num_attention_heads, size_per_head,
-    attention_probs_dropout_prob, initializer, query_rows=None,
+    attention_probs_dropout_prob, initializer, query_rows=None, query_length=None,
 ):
     """Multi-head self-attention with variables `query`, `key`, `value` (kernel and bias).
 
     Args:
         x: [B*S, H] layer input.
         mask_adder: [B, 1, 1, S] from `attention_mask_adder`.
-        query_rows: optional [B, Q, H] rows of `x` that attend (default all S of them).
+        query_rows: optional [B*Q, H] rows of `x` that attend (default all S of them), with
+            `query_length` Q.
     Returns:
         [B*Q, N*D] context vectors (Q = S by default).
     """
@@ -430,10 +431,8 @@ def attention_layer(
         return tf.transpose(y, [0, 2, 1, 3])
 
     if query_rows is None:
-        query = heads("query", x, seq_length)
-    else:
-        query = heads("query", tf.reshape(query_rows, [-1, x.shape[-1]]),
-                      get_shape_list(query_rows)[1])
+        query_rows, query_length = x, seq_length
+    query = heads("query", query_rows, query_length)
     key, value = heads("key", x, seq_length), heads("value", x, seq_length)
     # Scaling the [B, N, S, D] query rather than the [B, N, S, S] scores: S/D times fewer
     # multiplications forward and backward; the same scores when 1/sqrt(D) is a power of two
@@ -479,24 +478,22 @@ def transformer_model(
     all_layer_outputs = []
     for layer_idx in range(num_hidden_layers):
         layer_input = layer_output
-        query_rows = output_length = None
+        query_rows, output_length = layer_input, seq_length
         if output_positions is not None and layer_idx == num_hidden_layers - 1:
-            query_rows = tf.gather(tf.reshape(layer_input, [batch_size, seq_length, hidden_size]),
-                                   output_positions, batch_dims=1)
-            output_length = get_shape_list(query_rows)[1]
+            query_rows = gather_indexes(
+                tf.reshape(layer_input, [batch_size, seq_length, hidden_size]), output_positions)
+            output_length = get_shape_list(output_positions)[1]
         with tf.compat.v1.variable_scope(f"layer_{layer_idx}"):
             with tf.compat.v1.variable_scope("attention"):
                 with tf.compat.v1.variable_scope("self"):
                     context = attention_layer(
                         layer_input, mask_adder, batch_size, seq_length, num_attention_heads,
                         hidden_size // num_attention_heads, attention_probs_dropout_prob,
-                        initializer, query_rows)
-                residual = (layer_input if query_rows is None
-                            else tf.reshape(query_rows, [-1, hidden_size]))
+                        initializer, query_rows, output_length)
                 with tf.compat.v1.variable_scope("output"):
                     attention_output = dense(context, hidden_size, "dense", initializer)
                     attention_output = layer_norm(
-                        dropout(attention_output, hidden_dropout_prob) + residual, "LayerNorm")
+                        dropout(attention_output, hidden_dropout_prob) + query_rows, "LayerNorm")
             with tf.compat.v1.variable_scope("intermediate"):
                 intermediate = dense(attention_output, intermediate_size, "dense", initializer,
                                      activation=intermediate_act_fn)
@@ -504,9 +501,8 @@ def transformer_model(
                 layer_output = dense(intermediate, hidden_size, "dense", initializer)
                 layer_output = layer_norm(
                     dropout(layer_output, hidden_dropout_prob) + attention_output, "LayerNorm")
-        all_layer_outputs.append(tf.reshape(
-            layer_output,
-            [batch_size, seq_length if output_length is None else output_length, hidden_size]))
+        all_layer_outputs.append(
+            tf.reshape(layer_output, [batch_size, output_length, hidden_size]))
     return all_layer_outputs
 
 
