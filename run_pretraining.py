@@ -19,6 +19,9 @@ Re-running with the same `--output_dir` resumes from its
 latest checkpoint; `--init_checkpoint` is loaded only when `--output_dir` has none.
 """
 
+import cpu_kernels  # noqa: F401  (first: TensorFlow's oneDNN kernels on)
+
+# isort: split
 import contextlib
 import json
 import os

@@ -17,6 +17,9 @@ predict file has answers, EM/F1 to `eval_results.txt`. Under Horovod (`mpiexec .
 each rank trains on every size-th window; rank 0 alone predicts and writes.
 """
 
+import cpu_kernels  # noqa: F401  (first: TensorFlow's oneDNN kernels on)
+
+# isort: split
 import json
 import os
 import random

@@ -8,7 +8,9 @@ Shared by run_pretraining.py and run_squad.py; plain arguments, no flags.
 import contextlib
 import os
 
+import numpy as np
 import tensorflow as tf
+from absl import logging
 
 import distributed as distributed_lib
 import modeling
@@ -78,7 +80,39 @@ def session_config(distributed, intra_op_threads=0, inter_op_threads=0, use_xla=
         else:
             rewrites.auto_mixed_precision_cpu = on
             rewrites.optimizers.extend(CPU_FLOAT16_OPTIMIZERS)
+        if not mixed_precision_rewrite_runs(config):
+            logging.warning(
+                "--amp with %s: TensorFlow skips its %s mixed-precision rewrite on this machine "
+                "(%s), so this run computes in float32 throughout. Drop --amp, or run where the "
+                "rewrite applies.", amp_dtype, amp_dtype, _rewrite_needs(amp_dtype, has_gpu))
     return config
+
+
+def _rewrite_needs(amp_dtype, has_gpu):
+    if amp_dtype == "bfloat16":
+        return ("oneDNN's bfloat16 needs TensorFlow's oneDNN kernels on (TF_ENABLE_ONEDNN_OPTS) "
+                "and a CPU with AVX-512 or AVX-NE-CONVERT; AVX512_BF16 or AMX-BF16 make it fast")
+    if has_gpu:
+        return "its float16 rewrite needs a GPU of compute capability 7.0 or newer"
+    return "its float16 rewrite for CPUs needs AMX-FP16 or AVX-NE-CONVERT"
+
+
+def mixed_precision_rewrite_runs(config):
+    """Whether the mixed-precision rewrite `config` asks for changes a float32 MatMul here.
+
+    TensorFlow skips the rewrites without a word where the hardware lacks the type (it checks
+    the CPU's features, or the GPU's compute capability), so this runs one small product under
+    `config` and looks for the casts the rewrite adds.
+    """
+    with tf.Graph().as_default():
+        matrix = tf1.placeholder(tf.float32, [2, 2])
+        product = tf.matmul(matrix, matrix)
+        metadata = tf1.RunMetadata()
+        with tf1.Session(config=config) as session:
+            session.run(product, {matrix: np.ones([2, 2], np.float32)},
+                        options=tf1.RunOptions(output_partition_graphs=True),
+                        run_metadata=metadata)
+    return any(node.op == "Cast" for graph in metadata.partition_graphs for node in graph.node)
 
 
 # Grappler's passes, in order, for float16 AMP on CPU: TensorFlow's defaults (pruning, function,

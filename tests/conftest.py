@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+import cpu_kernels  # noqa: F401  (before TensorFlow: the CLIs' oneDNN kernels in-process too)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = os.path.join(REPO, "data", "vocab.txt")
 SAMPLE_CORPUS = os.path.join(REPO, "data", "sample_corpus.txt")
@@ -21,6 +23,15 @@ def run_cli(args, check=True, env=None, **kwargs):
     if check and result.returncode != 0:
         raise AssertionError(f"{args[0]} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result
+
+
+def require_mixed_precision_rewrite(config):
+    """Skips the calling test where TensorFlow skips the mixed-precision rewrite `config` asks
+    for: the CPU lacks the type (session_setup.mixed_precision_rewrite_runs)."""
+    import session_setup
+
+    if not session_setup.mixed_precision_rewrite_runs(config):
+        pytest.skip("TensorFlow skips this mixed-precision rewrite on this CPU")
 
 
 @pytest.fixture(scope="session")

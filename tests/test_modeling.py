@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import require_mixed_precision_rewrite
 
 import modeling
 
@@ -274,6 +275,7 @@ def test_intermediate_dense_and_gelu_run_as_one_fused_op(rewrite, hidden_act, fu
     session_config = tf.compat.v1.ConfigProto()
     if rewrite == "bfloat16":
         session_config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = 1
+        require_mixed_precision_rewrite(session_config)
     with tf.Graph().as_default(), tf.compat.v1.Session(config=session_config) as session:
         inputs, model, _, _ = build_pretraining(config, seq_length=8)
         session.run(tf.compat.v1.global_variables_initializer())

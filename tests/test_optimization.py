@@ -6,6 +6,7 @@ Each test builds its own small graph and runs it in a tf.compat.v1 Session.
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import require_mixed_precision_rewrite
 
 from distributed import SingleProcess
 from optimization import create_optimizer
@@ -462,6 +463,7 @@ def test_bf16_gradients_are_cast_to_float32_once():
         ops = create_optimizer(tf.reduce_sum(x * x), 1e-3, 100, 0)
         config = session_setup.session_config(distributed.SingleProcess(), 1, 1, amp=True,
                                               amp_dtype="bfloat16")
+        require_mixed_precision_rewrite(config)
         with tf1.Session(config=config) as sess:
             sess.run(tf1.global_variables_initializer())
             metadata = tf1.RunMetadata()

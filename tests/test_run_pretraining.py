@@ -222,6 +222,18 @@ def test_switches_train_with_finite_decreasing_loss(data, tmp_path, extra):
         assert "loss_scaler" in step_records(out)[-1]["data"]
 
 
+def test_amp_that_tensorflow_skips_is_reported_and_the_run_trains(data, tmp_path):
+    """Property: where TensorFlow skips the rewrite --amp asks for (bfloat16 with its oneDNN
+    kernels off, as on a CPU without AVX-512), the run says it computes in float32, names what
+    the rewrite needs, and still trains to num_train_steps."""
+    out = tmp_path / "run"
+    result = run_cli(args(data, out, "--do_train", "--amp", "--amp_dtype=bfloat16", steps=2),
+                     env={"TF_ENABLE_ONEDNN_OPTS": "0"})
+    assert "computes in float32 throughout" in result.stderr, result.stderr[-2000:]
+    assert "AVX-512" in result.stderr
+    assert checkpoint_step(out) == 2
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--max_seq_length=32"], "--max_seq_length=32 but the records of"),
     (["--do_train", "--input_files_dir=/nonexistent"],
