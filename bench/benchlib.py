@@ -58,7 +58,8 @@ def peer_switches(precision, compile_model):
 
 
 def versions():
-    """"Python x, TensorFlow y, PyTorch z, transformers w" of this environment."""
+    """"Python x, TensorFlow y (oneDNN kernels on|off), PyTorch z, transformers w" of this
+    environment; our CLIs turn oneDNN on unless TF_ENABLE_ONEDNN_OPTS says otherwise."""
     def version(name):
         try:
             return importlib.metadata.version(name)
@@ -68,7 +69,9 @@ def versions():
     tensorflow = version("tensorflow")
     if tensorflow == "?":
         tensorflow = version("tensorflow-cpu")
-    return (f"Python {platform.python_version()}, TensorFlow {tensorflow}, PyTorch "
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() in ("1", "true")
+    return (f"Python {platform.python_version()}, TensorFlow {tensorflow} (oneDNN kernels "
+            f"{'on' if onednn else 'off'}), PyTorch "
             f"{version('torch')}, transformers {version('transformers')}")
 
 
