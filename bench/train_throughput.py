@@ -330,9 +330,10 @@ def table(results, rates, cpu, command, skipped, curves):
          f"{FLAGS.threads}); both: learning rate {FLAGS.learning_rate:g}, gradients clipped "
          f"to norm 1. Sequences/s: median of {FLAGS.rounds} runs x {FLAGS.windows} windows of "
          f"{FLAGS.window_steps} updates per side, after {FLAGS.window_steps} warm-up updates. "
-         f"TensorFlow matrix products here: fp32 {rates['float32'] / 1e9:,.0f} GFLOP/s, "
-         f"bf16 {rates['bfloat16'] / 1e9:,.0f} GFLOP/s; utilisation = model FLOP/s (formula in "
-         "bench/train_throughput.py) / that rate."), "",
+         f"TensorFlow matrix products here: fp32 {rates['float32'] / 1e9:,.0f} GFLOP/s"
+         + (f", bf16 {rates['bfloat16'] / 1e9:,.0f} GFLOP/s" if cpu["bf16"] else "")
+         + "; utilisation = model FLOP/s (formula in bench/train_throughput.py) / that rate."),
+        "",
         ("| config | precision | ours seq/s | peer seq/s | ours / peer | ours GFLOP/s "
          "(utilisation) | ours peak RSS MiB | peer peak RSS MiB | first loss ours / peer |"),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
