@@ -4,8 +4,9 @@ TensorFlow 2.21 turns its oneDNN kernels on by default only on CPUs with AVX-512
 to Eigen on others: on an AVX2-only AMD EPYC `IsMklEnabled()` is False, the MatMul + BiasAdd +
 GELU fusion and the oneDNN LayerNorm and products are gone, and a BERT-base training step
 (seq 128, batch 8, fp32, 2 cores) took 5.76 s instead of 3.90 s with them on (BENCHMARKS.md).
-Every CLI that builds a graph and every benchmark imports this module first, so all CPUs run the
-kernels the design is measured with. `TF_ENABLE_ONEDNN_OPTS=0` (or 1) in the environment wins.
+run_pretraining.py, run_squad.py, the training benchmarks and the tests import this module
+first, so every CPU runs the kernels the design is measured with. TF_ENABLE_ONEDNN_OPTS set
+in the environment (0 or 1) wins.
 """
 
 import os
