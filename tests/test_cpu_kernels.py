@@ -2,6 +2,8 @@
 (cpu_kernels.py) and a rewrite TensorFlow skips on this CPU detected
 (session_setup.mixed_precision_rewrite_runs)."""
 
+import ast
+import importlib
 import os
 import subprocess
 import sys
@@ -9,32 +11,46 @@ import sys
 import pytest
 from conftest import REPO
 
+import cpu_kernels
 import distributed
 import session_setup
 
-ONEDNN_ENABLED = ("from tensorflow.python.util import _pywrap_util_port\n"
-                  "print(_pywrap_util_port.IsMklEnabled())")
+CLIS = ("run_pretraining.py", "run_squad.py")
 
 
-def onednn_enabled_in(module, onednn_variable):
-    """Whether TensorFlow's oneDNN kernels are on in a process that imports `module` first,
-    with TF_ENABLE_ONEDNN_OPTS set to `onednn_variable` (None: unset)."""
+def first_import(path):
+    """The module name of the first import statement of the Python file at `path`."""
+    with open(os.path.join(REPO, path), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    node = next(node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom)))
+    return node.names[0].name if isinstance(node, ast.Import) else node.module
+
+
+def test_clis_turn_onednn_kernels_on_whatever_the_cpu():
+    """Property: run_pretraining.py and run_squad.py import cpu_kernels before anything else,
+    and a process that imports run_pretraining without TF_ENABLE_ONEDNN_OPTS in its environment
+    runs TensorFlow's oneDNN kernels (TensorFlow 2.21 leaves them off on CPUs without AVX-512)."""
+    assert [first_import(path) for path in CLIS] == ["cpu_kernels"] * len(CLIS)
     env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
-    if onednn_variable is not None:
-        env["TF_ENABLE_ONEDNN_OPTS"] = onednn_variable
-    result = subprocess.run([sys.executable, "-c", f"import {module}\n{ONEDNN_ENABLED}"],
-                            cwd=REPO, env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"),
-                            capture_output=True, text=True, check=True)
-    return result.stdout.strip().splitlines()[-1] == "True"
+    probe = ("import run_pretraining\n"
+             "from tensorflow.python.util import _pywrap_util_port\n"
+             "print(_pywrap_util_port.IsMklEnabled())")
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
+        check=True)
+    assert result.stdout.strip().splitlines()[-1] == "True", result.stderr[-2000:]
 
 
-def test_clis_turn_onednn_kernels_on_unless_the_environment_says_otherwise():
-    """Property: importing run_pretraining or run_squad turns TensorFlow's oneDNN kernels on
-    whatever the CPU (TensorFlow 2.21 leaves them off on CPUs without AVX-512), and
-    TF_ENABLE_ONEDNN_OPTS=0 in the environment still turns them off."""
-    assert onednn_enabled_in("run_pretraining", None)
-    assert onednn_enabled_in("run_squad", None)
-    assert not onednn_enabled_in("run_pretraining", "0")
+@pytest.mark.parametrize("choice", ["0", "1", "false"])
+def test_the_users_tf_enable_onednn_opts_wins(monkeypatch, choice):
+    """Property: cpu_kernels leaves a TF_ENABLE_ONEDNN_OPTS the environment already has as it
+    is (0 turns the kernels off), and sets 1 only where it is unset."""
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", choice)
+    importlib.reload(cpu_kernels)
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == choice
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    importlib.reload(cpu_kernels)
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"
 
 
 def cpu_flags():
