@@ -12,3 +12,8 @@ in the environment (0 or 1) wins.
 import os
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def onednn_enabled():
+    """Whether TF_ENABLE_ONEDNN_OPTS, as this process has it, turns the oneDNN kernels on."""
+    return os.environ["TF_ENABLE_ONEDNN_OPTS"].lower() in ("1", "true")

@@ -15,6 +15,9 @@ import time
 
 from absl import app
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cpu_kernels  # the repository root's: the children's oneDNN setting, read in versions()
+
 HISTORY = "### History"
 
 
@@ -69,9 +72,8 @@ def versions():
     tensorflow = version("tensorflow")
     if tensorflow == "?":
         tensorflow = version("tensorflow-cpu")
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() in ("1", "true")
     return (f"Python {platform.python_version()}, TensorFlow {tensorflow} (oneDNN kernels "
-            f"{'on' if onednn else 'off'}), PyTorch "
+            f"{'on' if cpu_kernels.onednn_enabled() else 'off'}), PyTorch "
             f"{version('torch')}, transformers {version('transformers')}")
 
 

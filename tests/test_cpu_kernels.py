@@ -35,9 +35,9 @@ def test_clis_turn_onednn_kernels_on_whatever_the_cpu():
     probe = ("import run_pretraining\n"
              "from tensorflow.python.util import _pywrap_util_port\n"
              "print(_pywrap_util_port.IsMklEnabled())")
-    result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO, env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
-        check=True)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO,
+                            env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True,
+                            text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "True", result.stderr[-2000:]
 
 
@@ -66,6 +66,5 @@ def test_bfloat16_rewrite_probe_agrees_with_the_cpu_features_tensorflow_checks()
     config = session_setup.session_config(distributed.SingleProcess(), 1, 1, amp=True,
                                           amp_dtype="bfloat16")
     flags = cpu_flags()
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() in ("1", "true")
-    expected = onednn and ("avx512f" in flags or "avx_ne_convert" in flags)
+    expected = cpu_kernels.onednn_enabled() and ("avx512f" in flags or "avx_ne_convert" in flags)
     assert session_setup.mixed_precision_rewrite_runs(config) == expected, flags
