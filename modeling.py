@@ -96,6 +96,7 @@ class BertModel:
         use_one_hot_embeddings=False,
         scope=None,
         output_positions=None,
+        skip_padding=False,
     ):
         """Builds the model under variable scope `scope` (default "bert").
 
@@ -113,6 +114,11 @@ class BertModel:
                 position), and `get_sequence_output()` (the last of `get_all_encoder_layers()`
                 too) is the [B, P, H] rows at these positions: all the masked-LM head reads.
                 The pooler still reads [CLS].
+            skip_padding: compute the embeddings and every Transformer layer only at the real
+                tokens (`input_mask` 1), plus a few padding positions to round their count up
+                to a multiple of `PADDING_ROWS_MULTIPLE` (`EncoderRows`). Real tokens' values
+                and every loss and gradient are the full model's within a rounding; the
+                sequence outputs are 0 at the skipped padding positions.
 
         Raises:
             ValueError: S is larger than `config.max_position_embeddings`, or the config is bad.
@@ -134,34 +140,34 @@ class BertModel:
             token_type_ids = tf.zeros([batch_size, seq_length], dtype=tf.int32)
         initializer = create_initializer(config.initializer_range)
 
+        rows = EncoderRows(batch_size, seq_length, input_mask if skip_padding else None)
         with tf.compat.v1.variable_scope(scope, default_name="bert"):
             with tf.compat.v1.variable_scope("embeddings"):
                 self.embedding_table = tf.compat.v1.get_variable(
                     "word_embeddings", [config.vocab_size, config.hidden_size],
                     initializer=initializer)
+                row_ids = rows.take(input_ids)
                 if use_one_hot_embeddings:
-                    one_hot_ids = tf.one_hot(input_ids, depth=config.vocab_size)
-                    words = tf.einsum("bsv,vh->bsh", one_hot_ids, self.embedding_table)
+                    words = tf.matmul(tf.one_hot(row_ids, depth=config.vocab_size),
+                                      self.embedding_table)
                 else:
-                    words = tf.gather(self.embedding_table, input_ids)
+                    words = tf.gather(self.embedding_table, row_ids)
                 token_type_table = tf.compat.v1.get_variable(
                     "token_type_embeddings", [config.type_vocab_size, config.hidden_size],
                     initializer=initializer)
                 position_table = tf.compat.v1.get_variable(
                     "position_embeddings", [config.max_position_embeddings, config.hidden_size],
                     initializer=initializer)
-                embeddings = (words + tf.gather(token_type_table, token_type_ids)
-                              + position_table[:seq_length])
-                self.embedding_output = dropout(
+                position_ids = tf.broadcast_to(tf.range(seq_length), [batch_size, seq_length])
+                embeddings = (words + tf.gather(token_type_table, rows.take(token_type_ids))
+                              + tf.gather(position_table, rows.take(position_ids)))
+                embedding_rows = dropout(
                     layer_norm(embeddings, "LayerNorm"), config.hidden_dropout_prob)
+                self.embedding_output = rows.restore(embedding_rows)
 
-            last_layer_rows = None
-            if output_positions is not None:
-                last_layer_rows = tf.concat(
-                    [tf.zeros_like(output_positions[:, :1]), output_positions], axis=1)
             with tf.compat.v1.variable_scope("encoder"):
-                self.all_encoder_layers = transformer_model(
-                    self.embedding_output,
+                layer_rows = transformer_model(
+                    embedding_rows,
                     attention_mask_adder(input_mask),
                     hidden_size=config.hidden_size,
                     num_hidden_layers=config.num_hidden_layers,
@@ -171,11 +177,18 @@ class BertModel:
                     hidden_dropout_prob=config.hidden_dropout_prob,
                     attention_probs_dropout_prob=config.attention_probs_dropout_prob,
                     initializer_range=config.initializer_range,
-                    output_positions=last_layer_rows,
+                    output_positions=output_positions,
+                    rows=rows,
                 )
-            first_token = self.all_encoder_layers[-1][:, 0]
-            if output_positions is not None:
-                self.all_encoder_layers[-1] = self.all_encoder_layers[-1][:, 1:]
+            self.all_encoder_layers = [rows.restore(layer) for layer in layer_rows[:-1]]
+            if output_positions is None:
+                first_token = tf.gather(layer_rows[-1],
+                                        rows.row_of(tf.zeros_like(input_ids[:, :1])))
+                self.all_encoder_layers.append(rows.restore(layer_rows[-1]))
+            else:  # [B*(1+P), H]: [CLS] and the P positions of each sequence
+                last = tf.reshape(layer_rows[-1], [batch_size, -1, config.hidden_size])
+                first_token = last[:, 0]
+                self.all_encoder_layers.append(last[:, 1:])
             self.sequence_output = self.all_encoder_layers[-1]
 
             with tf.compat.v1.variable_scope("pooler"):
@@ -409,31 +422,74 @@ def attention_mask_adder(input_mask):
     return (1.0 - mask) * -10000.0
 
 
+PADDING_ROWS_MULTIPLE = 64
+
+
+class EncoderRows:
+    """The positions of a [B, S] batch that the encoder computes, as the rows of its [rows, H]
+    matrices.
+
+    By default every position, in order: B*S rows. With `input_mask`, the real tokens (mask 1)
+    in order, then the first padding positions, as many as make the count a multiple of
+    `multiple` (at most B*S): a batch whose sequences are 65% real tokens costs ~65% of the
+    token-wise products, and a run sees at most B*S / `multiple` distinct row counts (each
+    compiles its own oneDNN and XLA kernels once). A padding position never changes a real
+    token's value (the attention mask gives it probability 0) and no loss reads it, so skipping
+    it changes no loss or gradient.
+    """
+
+    def __init__(self, batch_size, seq_length, input_mask=None, multiple=PADDING_ROWS_MULTIPLE):
+        self.batch_size, self.seq_length = batch_size, seq_length
+        self.indices = self.slots = None
+        if input_mask is not None:
+            mask = tf.reshape(tf.cast(input_mask, tf.int32), [-1])
+            order = tf.argsort(1 - mask, stable=True)  # real tokens first, each group in order
+            count = tf.minimum(tf.size(mask), -(-tf.reduce_sum(mask) // multiple) * multiple)
+            self.indices = order[:count]  # the flat position of each row
+            self.slots = tf.minimum(tf.math.invert_permutation(order), count)  # count: skipped
+
+    def take(self, tensor):
+        """[B, S, ...] -> [rows, ...]: the computed positions' entries."""
+        flat = tf.reshape(tensor, tf.concat([[-1], tf.shape(tensor)[2:]], 0))
+        return flat if self.indices is None else tf.gather(flat, self.indices)
+
+    def restore(self, rows):
+        """[rows, W] -> [B, S, W], zeros at the skipped positions."""
+        if self.indices is not None:
+            rows = tf.gather(tf.concat([rows, tf.zeros_like(rows[:1])], 0), self.slots)
+        return tf.reshape(rows, [self.batch_size, self.seq_length, rows.shape[-1]])
+
+    def row_of(self, positions):
+        """int [B, P] positions (each one computed) -> [B*P] row numbers."""
+        starts = self.seq_length * tf.range(self.batch_size)
+        flat = tf.reshape(tf.cast(positions, tf.int32) + starts[:, tf.newaxis], [-1])
+        return flat if self.slots is None else tf.gather(self.slots, flat)
+
+
 def attention_layer(
-    x, mask_adder, batch_size, seq_length, num_attention_heads, size_per_head,
-    attention_probs_dropout_prob, initializer, query_rows=None, query_length=None,
+    x, mask_adder, rows, num_attention_heads, size_per_head, attention_probs_dropout_prob,
+    initializer, query_rows=None,
 ):
     """Multi-head self-attention with variables `query`, `key`, `value` (kernel and bias).
 
     Args:
-        x: [B*S, H] layer input.
+        x: [rows, H] layer input at `rows` (an `EncoderRows`).
         mask_adder: [B, 1, 1, S] from `attention_mask_adder`.
-        query_rows: optional [B*Q, H] rows of `x` that attend (default all S of them), with
-            `query_length` Q.
+        query_rows: optional [B*Q, H]: Q rows of each sequence that attend (default all of
+            `rows`).
     Returns:
-        [B*Q, N*D] context vectors (Q = S by default).
+        [rows, N*D] context vectors ([B*Q, N*D] with `query_rows`).
     """
     width = num_attention_heads * size_per_head
 
-    def heads(name, rows, length):  # [B*length, H] -> [B, N, length, D]
-        y = dense(rows, width, name, initializer)
-        y = tf.reshape(y, [batch_size, length, num_attention_heads, size_per_head])
+    def heads(name, inputs, full):  # -> [B, N, length, D]
+        y = dense(inputs, width, name, initializer)
+        y = rows.restore(y) if full else y
+        y = tf.reshape(y, [rows.batch_size, -1, num_attention_heads, size_per_head])
         return tf.transpose(y, [0, 2, 1, 3])
 
-    if query_rows is None:
-        query_rows, query_length = x, seq_length
-    query = heads("query", query_rows, query_length)
-    key, value = heads("key", x, seq_length), heads("value", x, seq_length)
+    query = heads("query", x if query_rows is None else query_rows, query_rows is None)
+    key, value = heads("key", x, True), heads("value", x, True)
     # Scaling the [B, N, S, D] query rather than the [B, N, S, S] scores: S/D times fewer
     # multiplications forward and backward; the same scores when 1/sqrt(D) is a power of two
     # (D = 64 in every published BERT), within a rounding otherwise.
@@ -444,52 +500,59 @@ def attention_layer(
     context = tf.matmul(probs, value)
     if keep_scale != 1.0:
         context *= keep_scale
-    context = tf.transpose(context, [0, 2, 1, 3])
+    context = tf.transpose(context, [0, 2, 1, 3])  # [B, Q, N, D]
+    if query_rows is None:
+        return rows.take(tf.reshape(context, [rows.batch_size, rows.seq_length, width]))
     return tf.reshape(context, [-1, width])
 
 
 def transformer_model(
     input_tensor, mask_adder, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
     intermediate_size=3072, intermediate_act_fn=gelu, hidden_dropout_prob=0.1,
-    attention_probs_dropout_prob=0.1, initializer_range=0.02, output_positions=None,
+    attention_probs_dropout_prob=0.1, initializer_range=0.02, output_positions=None, rows=None,
 ):
     """Post-LayerNorm Transformer encoder ("Attention is All You Need"), scopes `layer_N`.
 
     Args:
-        input_tensor: [B, S, H].
+        input_tensor: [B, S, H]; or, with `rows`, the [rows, H] matrix at its positions.
         mask_adder: [B, 1, 1, S] from `attention_mask_adder`.
-        output_positions: optional int [B, P]: the last layer computes only these rows. Its
-            keys and values still come from all S positions, but the query, the attention
-            output, the feed-forward products and their gradients cover P rows instead of S
-            (BERT-base pre-training at seq 128 with 20 predictions: about 5% of the step's
-            products). Each row is what the full layer computes, within a rounding.
+        output_positions: optional int [B, P]: the last layer computes only the rows at [CLS]
+            and these positions. Its keys and values still come from all positions, but the
+            query, the attention output, the feed-forward products and their gradients cover
+            1+P rows per sequence instead of S (BERT-base pre-training at seq 128 with 20
+            predictions: about 5% of the step's products). Each row is what the full layer
+            computes, within a rounding.
+        rows: optional `EncoderRows`: the positions computed (default all of them).
     Returns:
-        List of num_hidden_layers tensors [B, S, H], the last one [B, P, H] with
-        `output_positions`.
+        List of num_hidden_layers tensors: without `rows` [B, S, H] (the last one [B, 1+P, H]
+        with `output_positions`), with it the [rows, H] matrices (the last one [B*(1+P), H]).
     """
     if hidden_size % num_attention_heads:
         raise ValueError(
             f"hidden_size {hidden_size} is not a multiple of num_attention_heads "
             f"{num_attention_heads} in bert_config.json: fix one of them"
         )
-    batch_size, seq_length, _ = get_shape_list(input_tensor, expected_rank=3)
+    layer_output = input_tensor
+    all_rows = rows is None
+    if all_rows:
+        rows = EncoderRows(*get_shape_list(input_tensor, expected_rank=3)[:2])
+        layer_output = rows.take(input_tensor)
     initializer = create_initializer(initializer_range)
-    layer_output = tf.reshape(input_tensor, [-1, hidden_size])
     all_layer_outputs = []
     for layer_idx in range(num_hidden_layers):
-        layer_input = layer_output
-        query_rows, output_length = layer_input, seq_length
-        if output_positions is not None and layer_idx == num_hidden_layers - 1:
-            query_rows = gather_indexes(
-                tf.reshape(layer_input, [batch_size, seq_length, hidden_size]), output_positions)
-            output_length = get_shape_list(output_positions)[1]
+        layer_input = query_rows = layer_output
+        last_rows_only = output_positions is not None and layer_idx == num_hidden_layers - 1
+        if last_rows_only:
+            first_and_positions = tf.concat(
+                [tf.zeros_like(output_positions[:, :1]), output_positions], axis=1)
+            query_rows = tf.gather(layer_input, rows.row_of(first_and_positions))
         with tf.compat.v1.variable_scope(f"layer_{layer_idx}"):
             with tf.compat.v1.variable_scope("attention"):
                 with tf.compat.v1.variable_scope("self"):
                     context = attention_layer(
-                        layer_input, mask_adder, batch_size, seq_length, num_attention_heads,
+                        layer_input, mask_adder, rows, num_attention_heads,
                         hidden_size // num_attention_heads, attention_probs_dropout_prob,
-                        initializer, query_rows, output_length)
+                        initializer, query_rows if last_rows_only else None)
                 with tf.compat.v1.variable_scope("output"):
                     attention_output = dense(context, hidden_size, "dense", initializer)
                     attention_output = layer_norm(
@@ -501,8 +564,10 @@ def transformer_model(
                 layer_output = dense(intermediate, hidden_size, "dense", initializer)
                 layer_output = layer_norm(
                     dropout(layer_output, hidden_dropout_prob) + attention_output, "LayerNorm")
-        all_layer_outputs.append(
-            tf.reshape(layer_output, [batch_size, output_length, hidden_size]))
+        all_layer_outputs.append(layer_output)
+    if all_rows:
+        all_layer_outputs = [
+            tf.reshape(output, [rows.batch_size, -1, hidden_size]) for output in all_layer_outputs]
     return all_layer_outputs
 
 

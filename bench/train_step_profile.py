@@ -1,10 +1,12 @@
 """Where one training step of ours spends its time and memory: run_pretraining.py's graph
 pieces (BertModel, the masked-LM and next-sentence heads, create_optimizer, the stateless
-dropout of the training graph) on one fixed random batch, so that no input pipeline is measured.
+dropout of the training graph) on one fixed random batch (--real_tokens of it real, the rest
+padding), so that no input pipeline is measured.
 
   .venv/bin/python bench/train_step_profile.py [--bert_config_file=bert_config.json]
       [--batch_size=8] [--max_seq_length=128] [--max_predictions_per_seq=20] [--steps=6]
-      [--optimizer_type=adam] [--bf16] [--xla] [--threads=N] [--trace]
+      [--real_tokens=1.0] [--noskip_padding] [--optimizer_type=adam] [--bf16] [--xla]
+      [--threads=N] [--trace]
 
 Prints the resident memory (VmRSS, and VmHWM: the peak so far) after the graph is built, after
 the variables are initialised and after every step, each step's seconds and the median
@@ -32,6 +34,11 @@ flags.DEFINE_integer("max_seq_length", 128, "Tokens per sequence.")
 flags.DEFINE_integer("max_predictions_per_seq", 20, "Masked-LM predictions per sequence.")
 flags.DEFINE_integer("steps", 6, "Steps run (the first two are not in the median).",
                      lower_bound=3)
+flags.DEFINE_float("real_tokens", 1.0, "Mean fraction of each sequence that is real tokens (the "
+                   "rest padding): lengths uniform in [2 x this - 1, 1] x max_seq_length.",
+                   lower_bound=0.5, upper_bound=1.0)
+flags.DEFINE_bool("skip_padding", True, "Compute only the real tokens, as run_pretraining.py "
+                  "does (BertModel(skip_padding=True)).")
 flags.DEFINE_enum("optimizer_type", "adam", ["adam", "adamw", "lamb"], "Optimizer.")
 flags.DEFINE_bool("bf16", False, "oneDNN's bfloat16 mixed-precision rewrite (--amp "
                   "--amp_dtype=bfloat16 of run_pretraining.py).")
@@ -64,11 +71,15 @@ def training_step(tf, config):
                                FLAGS.max_predictions_per_seq)
     rng = np.random.default_rng(0)
     ids = tf.constant(rng.integers(0, config.vocab_size, [batch, seq]), tf.int32)
+    lengths = np.maximum(rng.integers(round(seq * (2 * FLAGS.real_tokens - 1)), seq + 1,
+                                      [batch, 1]), predictions + 1)
+    mask = tf.constant(np.arange(seq) < lengths, tf.int32)
+    positions = 1 + np.argsort(rng.random([batch, seq - 1]), axis=1)  # real tokens, no [CLS]
+    positions = np.sort(np.where(positions < lengths, positions, seq), axis=1)[:, :predictions]
     with session_setup.training_graph(12345, 0, 1, FLAGS.xla):
         model = modeling.BertModel(
-            config, True, ids, tf.ones([batch, seq], tf.int32), tf.zeros([batch, seq], tf.int32),
-            scope="bert",
-            output_positions=tf.constant(rng.integers(0, seq, [batch, predictions]), tf.int32))
+            config, True, ids, mask, tf.zeros([batch, seq], tf.int32), scope="bert",
+            output_positions=tf.constant(positions, tf.int32), skip_padding=FLAGS.skip_padding)
         mlm_loss, _, _ = modeling.get_masked_lm_output(
             config, model.get_sequence_output(), model.get_embedding_table(), None,
             tf.constant(rng.integers(0, config.vocab_size, [batch, predictions]), tf.int32),

@@ -23,7 +23,8 @@ Peak resident memory is wait4's ru_maxrss of the child (the largest over its rou
 
 Model FLOPs per sequence (the usual count: 2 per multiply-add, backward = 2 x forward):
   3 x [L x (2 S (4 H^2 + 2 H I) + 4 S^2 H) + 2 P (H^2 + H V)]
-for L layers, hidden H, intermediate I, sequence S, P masked-LM predictions, vocabulary V
+for L layers, hidden H, intermediate I, the sequence's real tokens S (its padding is no work a
+model needs: averaged over the examples the runs read), P masked-LM predictions, vocabulary V
 (embedding look-ups, softmax, LayerNorm and the pooler/next-sentence head are left out).
 Utilisation is FLOP/s over the fp32 or bf16 matrix-product rate of TensorFlow measured in the
 same run (tf.matmul of n x n matrices, n = 1024 and 2048, the faster one).
@@ -85,12 +86,22 @@ flags.DEFINE_string("benchmarks_file", os.path.join(REPO, "BENCHMARKS.md"),
 FLAGS = flags.FLAGS
 
 
-def flops_per_sequence(config, seq, predictions):
-    """Training FLOPs of one sequence by the formula in the module docstring."""
+def flops_per_sequence(config, lengths, predictions):
+    """Mean training FLOPs of sequences with `lengths` real tokens (formula in the module
+    docstring)."""
     hidden, inter = config["hidden_size"], config["intermediate_size"]
-    layer = 2 * seq * (4 * hidden ** 2 + 2 * hidden * inter) + 4 * seq ** 2 * hidden
+    layers = [2 * seq * (4 * hidden ** 2 + 2 * hidden * inter) + 4 * seq ** 2 * hidden
+              for seq in lengths]
     head = 2 * predictions * (hidden ** 2 + hidden * config["vocab_size"])
-    return 3 * (config["num_hidden_layers"] * layer + head)
+    return 3 * (config["num_hidden_layers"] * statistics.mean(layers) + head)
+
+
+def real_lengths(npz):
+    """The number of real tokens (input_mask 1) of each example of the peer's .npz."""
+    import numpy as np
+
+    with np.load(npz) as arrays:
+        return [int(length) for length in arrays["input_mask"].sum(axis=1)]
 
 
 def total_steps():
@@ -318,7 +329,7 @@ def _goal_text(name, precision, ratio):
     return f" (goal {goal:g}x: {'met' if ratio >= goal else 'not met'})"
 
 
-def table(results, rates, cpu, command, skipped, curves):
+def table(results, lengths, rates, cpu, command, skipped, curves):
     """The Markdown block of this run: a "####" heading, the setting and the table."""
     bf16 = ", ".join(cpu["bf16"]) if cpu["bf16"] else "no bf16 instructions (fp32 only)"
     peer_mode = "torch.compile" if FLAGS.peer_compile else "eager"
@@ -333,7 +344,8 @@ def table(results, rates, cpu, command, skipped, curves):
          f"{FLAGS.window_steps} updates per side, after {FLAGS.window_steps} warm-up updates. "
          f"TensorFlow matrix products here: fp32 {rates['float32'] / 1e9:,.0f} GFLOP/s"
          + (f", bf16 {rates['bfloat16'] / 1e9:,.0f} GFLOP/s" if cpu["bf16"] else "")
-         + "; utilisation = model FLOP/s (formula in bench/train_throughput.py) / that rate."),
+         + "; utilisation = model FLOP/s (formula in bench/train_throughput.py, real tokens "
+         "only) / that rate."),
         "",
         ("| config | precision | ours seq/s | peer seq/s | ours / peer | ours GFLOP/s "
          "(utilisation) | ours peak RSS MiB | peer peak RSS MiB | first loss ours / peer |"),
@@ -342,10 +354,11 @@ def table(results, rates, cpu, command, skipped, curves):
     for name, by_precision in results.items():
         config_file, seq, predictions, batch = CONFIGS[name]
         with open(os.path.join(REPO, config_file), encoding="utf-8") as f:
-            flops = flops_per_sequence(json.load(f), seq, predictions)
+            flops = flops_per_sequence(json.load(f), lengths[name], predictions)
+        real = statistics.mean(lengths[name]) / seq
         for precision, sides in by_precision.items():
             ours, peer = sides[OURS], sides[PEER]
-            label = f"{name} (seq {seq}, batch {batch})"
+            label = f"{name} (seq {seq}, batch {batch}, {real:.0%} real tokens)"
             if "error" in ours or "error" in peer:
                 lines.append(f"| {label} | {precision} | {ours.get('error', '')} | "
                              f"{peer.get('error', '')} | | | | | |")
@@ -429,7 +442,8 @@ def main(argv):
               for precision, sides in by_precision.items() for side, r in sides.items()
               if "error" in r]
     benchlib.publish("train_throughput.py",
-                     table(results, rates, cpu, command, ", ".join(skipped), curves), failed,
+                     table(results, {name: real_lengths(npz) for name, (_, npz) in data.items()},
+                           rates, cpu, command, ", ".join(skipped), curves), failed,
                      os.path.join(FLAGS.work_dir, "results.json"), FLAGS.benchmarks_file, SECTION,
                      write=not FLAGS.no_write)
 

@@ -375,49 +375,77 @@ def test_sequence_longer_than_position_table_fails_clearly():
             modeling.BertModel(modeling.BertConfig.from_dict(TINY), True, ids)
 
 
-def test_output_positions_give_the_full_models_rows_losses_and_gradients():
+def test_last_rows_only_and_skipped_padding_give_the_full_models_values_and_gradients():
     """BertModel(output_positions=P), whose last layer computes only [CLS] and the rows at P,
-    gives the full model's sequence rows at P, its pooled output, both heads' losses and every
-    variable's gradient (padding, repeated positions and dynamic shapes included), with the
-    same variables."""
+    and BertModel(skip_padding=True), which computes only the real tokens (rounded up to 64
+    rows: here 29 real tokens of 128 positions, 35 padding rows computed, 64 skipped), alone and
+    together, give the full model's rows at P, its sequence output at every real token, its
+    pooled output, both heads' losses and every variable's gradient (repeated positions, a
+    padding prediction and dynamic shapes included), with the same variables."""
     config = modeling.BertConfig.from_dict(TINY)
     rng = np.random.default_rng(5)
-    batch = random_batch(rng, 2, 9, 99, num_predictions=4)
-    batch["mask"][1, 6:] = 0
-    batch["positions"][1, 3] = 0  # a padding prediction (weight 0) at position 0
-    batch["positions"][0, 2] = batch["positions"][0, 1]
+    batch = random_batch(rng, 2, 64, 99, num_predictions=4)
+    batch["mask"][0, 20:] = batch["mask"][1, 9:] = 0
+    batch["positions"] = np.array([[3, 17, 17, 5], [8, 1, 2, 0]])  # [1, 3]: padding (weight 0)
     with tf.Graph().as_default():
         inputs = {name: tf.compat.v1.placeholder(tf.int32, [None, None]) for name in
                   ("ids", "mask", "types", "positions", "labels")}
         inputs["weights"] = tf.compat.v1.placeholder(tf.float32, [None, None])
         inputs["nsp_labels"] = tf.compat.v1.placeholder(tf.int32, [None])
         outputs = []
-        for output_positions in (None, inputs["positions"]):
-            with tf.compat.v1.variable_scope("", reuse=output_positions is not None):
+        variants = [(None, False), (inputs["positions"], False), (inputs["positions"], True),
+                    (None, True)]
+        for output_positions, skip_padding in variants:
+            with tf.compat.v1.variable_scope("", reuse=bool(outputs)):
                 model = modeling.BertModel(config, False, inputs["ids"], inputs["mask"],
                                            inputs["types"], scope="bert",
-                                           output_positions=output_positions)
-                rows = model.get_sequence_output()
+                                           output_positions=output_positions,
+                                           skip_padding=skip_padding)
+                sequence = model.get_sequence_output()
+                rows = sequence
                 if output_positions is None:
-                    rows = tf.gather(rows, inputs["positions"], batch_dims=1)
+                    rows = tf.gather(sequence, inputs["positions"], batch_dims=1)
                 mlm_loss = modeling.get_masked_lm_output(
-                    config, model.get_sequence_output(), model.get_embedding_table(),
+                    config, sequence, model.get_embedding_table(),
                     inputs["positions"] if output_positions is None else None,
                     inputs["labels"], inputs["weights"])[0]
                 nsp_loss = modeling.get_next_sentence_output(
                     config, model.get_pooled_output(), inputs["nsp_labels"])[0]
             variables = tf.compat.v1.trainable_variables()
-            outputs.append([rows, model.get_pooled_output(), mlm_loss, nsp_loss]
+            real_tokens = tf.boolean_mask(
+                model.get_all_encoder_layers()[0], tf.cast(inputs["mask"], tf.bool))
+            outputs.append([rows, real_tokens, model.get_pooled_output(), mlm_loss, nsp_loss]
                            + [tf.convert_to_tensor(gradient) for gradient in
                               tf.gradients(mlm_loss + nsp_loss, variables)])
         assert len(variables) == 5 + 2 * 16 + 2 + 5 + 2  # the same 46 variables
         with tf.compat.v1.Session() as session:
             session.run(tf.compat.v1.global_variables_initializer())
             randomize(session)
-            full, last_rows_only = session.run(outputs, feed(inputs, batch))
-    assert last_rows_only[0].shape == (2, 4, 32)
-    for ours, reference in zip(last_rows_only, full, strict=True):
-        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+            full, *others = session.run(outputs, feed(inputs, batch))
+    assert full[0].shape == (2, 4, 32) and full[1].shape == (29, 32)
+    for variant, values in zip(variants[1:], others, strict=True):
+        for ours, reference in zip(values, full, strict=True):
+            np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6,
+                                       err_msg=str(variant))
+
+
+def test_skipped_padding_rows_are_real_tokens_then_padding_in_multiples():
+    """EncoderRows with a mask computes the real tokens in order, then the first padding
+    positions up to a multiple of `multiple` (never more than B*S), and restores [B, S, W] with
+    zeros at the skipped positions."""
+    mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
+    with tf.Graph().as_default():
+        rows = modeling.EncoderRows(2, 5, tf.constant(mask), multiple=3)
+        everything = modeling.EncoderRows(2, 5, tf.constant(mask), multiple=12)
+        values = tf.reshape(tf.range(1, 11), [2, 5, 1])
+        with tf.compat.v1.Session() as session:
+            taken, restored, row_numbers, all_rows = session.run(
+                [rows.take(values)[:, 0], rows.restore(rows.take(values))[..., 0],
+                 rows.row_of(tf.constant([[1, 0], [2, 0]])), everything.take(values)[:, 0]])
+    np.testing.assert_array_equal(taken, [1, 2, 6, 7, 8, 3])  # 5 real + 1 padding = 2 x 3
+    np.testing.assert_array_equal(restored, [[1, 2, 3, 0, 0], [6, 7, 8, 0, 0]])
+    np.testing.assert_array_equal(row_numbers, [1, 0, 4, 2])
+    np.testing.assert_array_equal(all_rows, [1, 2, 6, 7, 8, 3, 4, 5, 9, 10])  # min(12, 10) rows
 
 
 def test_one_hot_embedding_lookup_equals_gather():
