@@ -182,8 +182,7 @@ class BertModel:
                 )
             self.all_encoder_layers = [rows.restore(layer) for layer in layer_rows[:-1]]
             if output_positions is None:
-                first_token = tf.gather(layer_rows[-1],
-                                        rows.row_of(tf.zeros_like(input_ids[:, :1])))
+                first_token = rows.at(layer_rows[-1], tf.zeros_like(input_ids[:, :1]))
                 self.all_encoder_layers.append(rows.restore(layer_rows[-1]))
             else:  # [B*(1+P), H]: [CLS] and the P positions of each sequence
                 last = tf.reshape(layer_rows[-1], [batch_size, -1, config.hidden_size])
@@ -459,11 +458,15 @@ class EncoderRows:
             rows = tf.gather(tf.concat([rows, tf.zeros_like(rows[:1])], 0), self.slots)
         return tf.reshape(rows, [self.batch_size, self.seq_length, rows.shape[-1]])
 
-    def row_of(self, positions):
-        """int [B, P] positions (each one computed) -> [B*P] row numbers."""
+    def at(self, matrix, positions):
+        """The [B*P, W] rows of the [rows, W] `matrix` at int [B, P] `positions`; zeros at the
+        skipped ones (a padded prediction slot may point into padding)."""
         starts = self.seq_length * tf.range(self.batch_size)
         flat = tf.reshape(tf.cast(positions, tf.int32) + starts[:, tf.newaxis], [-1])
-        return flat if self.slots is None else tf.gather(self.slots, flat)
+        if self.slots is None:
+            return tf.gather(matrix, flat)
+        return tf.gather(tf.concat([matrix, tf.zeros_like(matrix[:1])], 0),
+                         tf.gather(self.slots, flat))
 
 
 def attention_layer(
@@ -545,7 +548,7 @@ def transformer_model(
         if last_rows_only:
             first_and_positions = tf.concat(
                 [tf.zeros_like(output_positions[:, :1]), output_positions], axis=1)
-            query_rows = tf.gather(layer_input, rows.row_of(first_and_positions))
+            query_rows = rows.at(layer_input, first_and_positions)
         with tf.compat.v1.variable_scope(f"layer_{layer_idx}"):
             with tf.compat.v1.variable_scope("attention"):
                 with tf.compat.v1.variable_scope("self"):

@@ -432,19 +432,20 @@ def test_last_rows_only_and_skipped_padding_give_the_full_models_values_and_grad
 def test_skipped_padding_rows_are_real_tokens_then_padding_in_multiples():
     """EncoderRows with a mask computes the real tokens in order, then the first padding
     positions up to a multiple of `multiple` (never more than B*S), and restores [B, S, W] with
-    zeros at the skipped positions."""
+    zeros at the skipped positions; rows at positions are zeros where skipped."""
     mask = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
     with tf.Graph().as_default():
         rows = modeling.EncoderRows(2, 5, tf.constant(mask), multiple=3)
         everything = modeling.EncoderRows(2, 5, tf.constant(mask), multiple=12)
         values = tf.reshape(tf.range(1, 11), [2, 5, 1])
         with tf.compat.v1.Session() as session:
-            taken, restored, row_numbers, all_rows = session.run(
+            taken, restored, rows_at, all_rows = session.run(
                 [rows.take(values)[:, 0], rows.restore(rows.take(values))[..., 0],
-                 rows.row_of(tf.constant([[1, 0], [2, 0]])), everything.take(values)[:, 0]])
+                 rows.at(rows.take(values), tf.constant([[1, 4], [2, 0]]))[:, 0],
+                 everything.take(values)[:, 0]])
     np.testing.assert_array_equal(taken, [1, 2, 6, 7, 8, 3])  # 5 real + 1 padding = 2 x 3
     np.testing.assert_array_equal(restored, [[1, 2, 3, 0, 0], [6, 7, 8, 0, 0]])
-    np.testing.assert_array_equal(row_numbers, [1, 0, 4, 2])
+    np.testing.assert_array_equal(rows_at, [2, 0, 8, 6])  # position 4 of sequence 0: skipped
     np.testing.assert_array_equal(all_rows, [1, 2, 6, 7, 8, 3, 4, 5, 9, 10])  # min(12, 10) rows
 
 
