@@ -379,8 +379,8 @@ def test_last_rows_only_and_skipped_padding_give_the_full_models_values_and_grad
     """BertModel(output_positions=P), whose last layer computes only [CLS] and the rows at P,
     and BertModel(skip_padding=True), which computes only the real tokens (rounded up to 64
     rows: here 29 real tokens of 128 positions, 35 padding rows computed, 64 skipped), alone and
-    together, give the full model's rows at P, its sequence output at every real token, its
-    pooled output, both heads' losses and every variable's gradient (repeated positions, a
+    together, give the full model's rows at P, its first layer's output at every real token,
+    its pooled output, both heads' losses and every variable's gradient (repeated positions, a
     padding prediction and dynamic shapes included), with the same variables."""
     config = modeling.BertConfig.from_dict(TINY)
     rng = np.random.default_rng(5)
