@@ -16,6 +16,9 @@ from test_run_pretraining import (  # noqa: F401 (data is a fixture)
     write_google_checkpoint,
 )
 
+import modeling
+import session_setup
+
 # Config changes the tiny model's checkpoint does not fit: (key, value in the config). The
 # checkpoint (TINY_CONFIG) has vocab 30522, hidden 32, 2 layers, 64 positions, 2 token types,
 # intermediate 64, 2 heads (the last only in the bert_config.json beside it).
@@ -74,7 +77,41 @@ def trained_run(data, tmp_path_factory):  # noqa: F811 (the fixture)
     return out
 
 
+def assert_names_the_difference(message, key, value, *needles):
+    """`message` names the config key, the checkpoint's value, the config's and `needles`."""
+    for needle in (f"{key} is {TINY_CONFIG[key]} in the checkpoint", f"but {value} in the",
+                   *needles):
+        assert needle in message, (needle, message)
+
+
 @pytest.mark.parametrize("key, value", CHECKPOINT_CASES, ids=CASE_IDS)
+def test_every_architecture_difference_is_named(google_checkpoint, trained_run, tmp_path, key,
+                                                value):
+    """Property: a checkpoint as Google releases it and a checkpoint of our own runs (optimizer
+    slots beside the weights) are both found not to fit a config that differs in `key`, in one
+    line naming the checkpoint, the config file, the key, both values and the fix (the check
+    the CLI runs before building anything; the CLI tests below run it end to end)."""
+    config_file = config_with(tmp_path, key, value)
+    config = modeling.BertConfig.from_json_file(str(config_file))
+    latest = tf.train.latest_checkpoint(str(trained_run))
+    for prefix in (str(google_checkpoint), latest):
+        with pytest.raises(ValueError) as error:
+            session_setup.check_checkpoint_fits(prefix, f"checkpoint {prefix}", config,
+                                                str(config_file), "the fix")
+        message = str(error.value)
+        assert "\n" not in message
+        assert message.startswith(f"checkpoint {prefix} does not fit --bert_config_file="
+                                  f"{config_file}: ") and message.endswith("; the fix")
+        assert_names_the_difference(message, key, value)
+    session_setup.check_checkpoint_fits(str(google_checkpoint), "fits", modeling.BertConfig.
+                                        from_dict(TINY_CONFIG), "tiny.json", "the fix")
+
+
+# End to end, for a difference the variables' shapes show and one only bert_config.json shows.
+CLI_CASES = [("vocab_size", 30600), ("num_attention_heads", 4)]
+
+
+@pytest.mark.parametrize("key, value", CLI_CASES, ids=["vocab", "heads"])
 def test_init_checkpoint_that_does_not_fit_the_config_fails_first(
         data, google_checkpoint, tmp_path, key, value):  # noqa: F811
     """Property: an --init_checkpoint whose architecture differs from --bert_config_file in
@@ -84,13 +121,14 @@ def test_init_checkpoint_that_does_not_fit_the_config_fails_first(
     out = tmp_path / "run"
     result = run_cli([*args(data, out, "--do_train", f"--init_checkpoint={google_checkpoint}",
                             f"--bert_config_file={config}", steps=3)], check=False)
-    assert_one_line_error(result, f"--init_checkpoint={google_checkpoint}", str(config),
-                          f"{key} is {TINY_CONFIG[key]} in the checkpoint", f"but {value} in the",
-                          "pass the bert_config.json the checkpoint was trained with")
+    last = assert_one_line_error(result)
+    assert_names_the_difference(last, key, value, f"--init_checkpoint={google_checkpoint}",
+                                str(config),
+                                "pass the bert_config.json the checkpoint was trained with")
     assert not out.exists()
 
 
-@pytest.mark.parametrize("key, value", CHECKPOINT_CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("key, value", [("num_hidden_layers", 3)], ids=["fewer-layers"])
 def test_resume_checkpoint_that_does_not_fit_the_config_fails_first(
         trained_run, data, tmp_path, key, value):  # noqa: F811
     """Property: re-running an --output_dir with a --bert_config_file whose `key` differs from
@@ -103,9 +141,9 @@ def test_resume_checkpoint_that_does_not_fit_the_config_fails_first(
     result = run_cli([*args(data, out, "--do_train", f"--bert_config_file={config}", steps=4)],
                      check=False)
     latest = tf.train.latest_checkpoint(str(out))
-    assert_one_line_error(result, f"the checkpoint {latest} in --output_dir", str(config),
-                          f"{key} is {TINY_CONFIG[key]} in the checkpoint", f"but {value} in the",
-                          "or a new --output_dir")
+    last = assert_one_line_error(result)
+    assert_names_the_difference(last, key, value, f"the checkpoint {latest} in --output_dir",
+                                str(config), "or a new --output_dir")
     assert files_and_times(out) == before
     assert latest.endswith("model.ckpt-2")
 

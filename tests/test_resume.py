@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import REPO, run_cli
-from test_run_pretraining import args, checkpoint_step, data  # noqa: F401 (fixture)
+from test_run_pretraining import args, checkpoint_step, data, step_records  # noqa: F401 (fixture)
 
 import modeling
 import optimization
@@ -76,7 +76,8 @@ def uninterrupted(data, tmp_path_factory):  # noqa: F811 (fixture argument)
 def test_killed_run_resumes_to_bit_identical_weights(data, uninterrupted, tmp_path, name,  # noqa: F811
                                                      extra):
     """Property: a run killed (-9) after its step-8 checkpoint, mid-step or between
-    micro-batches, and re-run ends with exactly the weights of an uninterrupted run: dropout
+    micro-batches, and re-run restores the latest checkpoint, logs its steps from the one after
+    it to num_train_steps, and ends with exactly the weights of an uninterrupted run: dropout
     draws from (seed, step, micro-batch, rank) and the input position is restored from the
     saved iterator state without re-reading (no skipping warning). Without the saved input state
     the resume reads and skips the consumed records and is exact too."""
@@ -84,9 +85,13 @@ def test_killed_run_resumes_to_bit_identical_weights(data, uninterrupted, tmp_pa
     cli = [sys.executable, *args(data, out, "--do_train", "--save_checkpoints_steps=4", *extra,
                                  steps=16)]
     kill_after_checkpoint(start(cli), out, 8)
+    saved, logged_before = checkpoint_step(out), len(step_records(out))
     without_state = tmp_path / "without_state"
     shutil.copytree(out, without_state, ignore=shutil.ignore_patterns("input_state"))
     resumed = train(data, out, "--save_checkpoints_steps=4", *extra, steps=16)
+    assert f"Restoring parameters from {out}/model.ckpt-{saved}" in resumed.stderr
+    resumed_steps = [r["step"] for r in step_records(out)[logged_before:]]
+    assert resumed_steps == list(range(saved + 1, 17))
     assert SKIPPING_WARNING not in resumed.stderr
     assert_same_weights(out, uninterrupted[name])
     skipped = train(data, without_state, "--save_checkpoints_steps=4", *extra, steps=16)
@@ -170,7 +175,7 @@ def test_kill_at_random_moments_never_loses_a_checkpoint(data, tmp_path):  # noq
     """Property: KILL_TRIALS kill -9s of one run (at random moments, and half of them as soon as a
     checkpoint is seen being written) never leave a latest checkpoint that is incomplete or
     older than the one before; every restart resumes from it and the run ends with the weights
-    of an uninterrupted run."""
+    of an uninterrupted run; re-running the finished run changes no checkpoint."""
     steps, common = 40, ["--save_checkpoints_steps=1", "--keep_checkpoint_max=3"]
     reference = tmp_path / "reference"
     train(data, reference, *common, steps=steps)
@@ -208,3 +213,6 @@ def test_kill_at_random_moments_never_loses_a_checkpoint(data, tmp_path):  # noq
     train(data, out, *common, steps=steps)
     assert checkpoint_step(out) == steps
     assert_same_weights(out, reference)
+    stamp = os.path.getmtime(tf.train.latest_checkpoint(str(out)) + ".index")
+    train(data, out, *common, steps=steps)  # a finished run: the re-run is a no-op
+    assert os.path.getmtime(tf.train.latest_checkpoint(str(out)) + ".index") == stamp
