@@ -331,12 +331,14 @@ def dropout(x, rate):
     return kept if scale == 1.0 else kept * scale
 
 
-def dropout_unscaled(x, rate):
+def dropout_unscaled(x, rate, sizes_vary=False):
     """(x with the dropped units zeroed, the factor the caller applies to the kept ones): the
     same dropout, for callers that can apply the factor to a smaller tensor downstream (the
     attention context rather than the [B, N, S, S] probabilities). The factor is 1.0 outside a
     `stateless_dropout` block, where this is TensorFlow's stateful `tf.nn.dropout` as in
-    Google's code, and when `rate` is 0."""
+    Google's code, and when `rate` is 0. `sizes_vary`: x takes many sizes in a run (a
+    sequence's [N, L, L] attention probabilities), so that the mask is drawn at one of a few
+    sizes and cut (the same mask, without an XLA compilation per size)."""
     if not rate:
         return x, 1.0
     if not _DROPOUT_SEEDS:
@@ -344,21 +346,40 @@ def dropout_unscaled(x, rate):
     block = _DROPOUT_SEEDS[-1]
     seed = tf.random.experimental.stateless_fold_in(block[0], block[1])
     block[1] += 1
-    keep, keep_probability = _stateless_keep_mask(tf.shape(x), rate, seed)
+    keep, keep_probability = _stateless_keep_mask(tf.shape(x), rate, seed, sizes_vary)
     # A scalar zero: a zeros_like(x) is a tensor of x's size (cast again under the bf16 rewrite).
     return tf.where(keep, x, tf.zeros([], x.dtype)), 1.0 / keep_probability
 
 
-def _stateless_keep_mask(shape, rate, seed):
+def _stateless_keep_mask(shape, rate, seed, sizes_vary=False):
     """(bool mask of `shape`, the probability of True): each element is True unless its 16 random
     bits fall below t = round(65536 * rate), so it is kept with probability 1 - t/65536 (rate 0.1:
     0.899994). The bits are the top 16 of SplitMix64 at the element's index, from a start that
-    `seed` (int32 [2], as stateless_fold_in returns) determines (`_splitmix64_keep_mask`)."""
+    `seed` (int32 [2], as stateless_fold_in returns) determines (`_splitmix64_keep_mask`).
+    With `sizes_vary` the bits are drawn for the next size of the form 2^k or 3 * 2^k (at most
+    less than half more) and the first ones kept: the same mask, one compilation per such size."""
     if not 0.0 < rate < 1.0:
         raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
-    threshold = min(round(rate * 65536), 65535)
-    keep = _splitmix64_keep_mask(tf.cast(shape, tf.int32), seed, tf.constant(threshold, tf.uint64))
-    return keep, 1.0 - threshold / 65536
+    dropped = min(round(rate * 65536), 65535)
+    threshold = tf.constant(dropped, tf.uint64)
+    shape = tf.cast(shape, tf.int32)
+    if sizes_vary:
+        size = tf.reduce_prod(shape)
+        drawn = _splitmix64_keep_mask(_size_bucket(size)[tf.newaxis], seed, threshold)
+        keep = tf.reshape(drawn[:size], shape)
+    else:
+        keep = _splitmix64_keep_mask(shape, seed, threshold)
+    return keep, 1.0 - dropped / 65536
+
+
+def _size_bucket(size):
+    """The least number of the form 2^k or 3 * 2^k that is >= int32 scalar `size` (1 for 0)."""
+    size = tf.maximum(size, 1)
+    power = tf.cast(tf.bitwise.left_shift(tf.constant(1, tf.int64), tf.cast(
+        tf.math.ceil(tf.math.log(tf.cast(size, tf.float64)) / math.log(2.0)), tf.int64)), tf.int32)
+    power = tf.where(power < size, 2 * power, power)  # a rounding of the logarithm
+    three_quarters = power // 4 * 3
+    return tf.where((three_quarters >= size) & (power >= 4), three_quarters, power)
 
 
 _SPLITMIX64_GAMMA = 0x9E3779B97F4A7C15
@@ -439,13 +460,32 @@ class EncoderRows:
 
     def __init__(self, batch_size, seq_length, input_mask=None, multiple=PADDING_ROWS_MULTIPLE):
         self.batch_size, self.seq_length = batch_size, seq_length
-        self.indices = self.slots = None
+        self.indices = self.slots = self.lengths = None
         if input_mask is not None:
+            self.lengths = tf.reduce_sum(tf.cast(input_mask, tf.int32), axis=1)  # real tokens
             mask = tf.reshape(tf.cast(input_mask, tf.int32), [-1])
             order = tf.argsort(1 - mask, stable=True)  # real tokens first, each group in order
             count = tf.minimum(tf.size(mask), -(-tf.reduce_sum(mask) // multiple) * multiple)
             self.indices = order[:count]  # the flat position of each row
             self.slots = tf.minimum(tf.math.invert_permutation(order), count)  # count: skipped
+
+    @property
+    def sequences_apart(self):
+        """Whether the rows hold each sequence's real tokens apart (sequence after sequence,
+        then padding rows) and B is known: attention can run per sequence on its real tokens."""
+        return self.lengths is not None and isinstance(self.batch_size, int)
+
+    def split(self, matrix):
+        """[rows, W] -> B matrices [L_b, W], sequence b's real tokens (`sequences_apart`)."""
+        padding = tf.shape(matrix)[0] - tf.reduce_sum(self.lengths)
+        sizes = tf.concat([self.lengths, padding[tf.newaxis]], 0)
+        return tf.split(matrix, sizes, num=self.batch_size + 1)[:-1]
+
+    def join(self, matrices, rows):
+        """B matrices [L_b, W] (as `split` gives) -> [rows, W], zeros in the padding rows."""
+        padding = rows - tf.reduce_sum(self.lengths)
+        zeros = tf.zeros(tf.stack([padding, matrices[0].shape[-1]]), matrices[0].dtype)
+        return tf.concat([*matrices, zeros], 0)
 
     def take(self, tensor):
         """[B, S, ...] -> [rows, ...]: the computed positions' entries."""
@@ -484,29 +524,43 @@ def attention_layer(
         [rows, N*D] context vectors ([B*Q, N*D] with `query_rows`).
     """
     width = num_attention_heads * size_per_head
+    query = dense(x if query_rows is None else query_rows, width, "query", initializer)
+    key, value = dense(x, width, "key", initializer), dense(x, width, "value", initializer)
 
-    def heads(name, inputs, full):  # -> [B, N, length, D]
-        y = dense(inputs, width, name, initializer)
-        y = rows.restore(y) if full else y
-        y = tf.reshape(y, [rows.batch_size, -1, num_attention_heads, size_per_head])
+    def heads(y, batch_size):  # [B*L, N*D] -> [B, N, L, D]
+        y = tf.reshape(y, [batch_size, -1, num_attention_heads, size_per_head])
         return tf.transpose(y, [0, 2, 1, 3])
 
-    query = heads("query", x if query_rows is None else query_rows, query_rows is None)
-    key, value = heads("key", x, True), heads("value", x, True)
-    # Scaling the [B, N, S, D] query rather than the [B, N, S, S] scores: S/D times fewer
-    # multiplications forward and backward; the same scores when 1/sqrt(D) is a power of two
-    # (D = 64 in every published BERT), within a rounding otherwise.
-    scores = tf.matmul(query * (1.0 / math.sqrt(size_per_head)), key, transpose_b=True)
-    probs = tf.nn.softmax(scores + mask_adder)
-    # Dropout's 1/P(keep) on the [B, N, S, D] context, not on the [B, N, S, S] probabilities.
-    probs, keep_scale = dropout_unscaled(probs, attention_probs_dropout_prob)
-    context = tf.matmul(probs, value)
-    if keep_scale != 1.0:
-        context *= keep_scale
-    context = tf.transpose(context, [0, 2, 1, 3])  # [B, Q, N, D]
-    if query_rows is None:
-        return rows.take(tf.reshape(context, [rows.batch_size, rows.seq_length, width]))
-    return tf.reshape(context, [-1, width])
+    def attend(query, key, value, adder, batch_size, sizes_vary):  # -> [B*Q, N*D]
+        # Scaling the [B, N, Q, D] query rather than the [B, N, Q, S] scores: S/D times fewer
+        # multiplications forward and backward; the same scores when 1/sqrt(D) is a power of
+        # two (D = 64 in every published BERT), within a rounding otherwise.
+        scores = tf.matmul(heads(query, batch_size) * (1.0 / math.sqrt(size_per_head)),
+                           heads(key, batch_size), transpose_b=True)
+        probs = tf.nn.softmax(scores if adder is None else scores + adder)
+        # Dropout's 1/P(keep) on the [B, N, Q, D] context, not on the [B, N, Q, S] probabilities.
+        probs, keep_scale = dropout_unscaled(probs, attention_probs_dropout_prob, sizes_vary)
+        context = tf.matmul(probs, heads(value, batch_size))
+        if keep_scale != 1.0:
+            context *= keep_scale
+        return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [-1, width])
+
+    if rows.sequences_apart:
+        # Each sequence attends over its own real tokens: no [B, N, S, S] products over padding
+        # (at seq 512 with 65% real tokens, about half of the attention's work) and no mask.
+        queries = rows.split(query) if query_rows is None else tf.split(query, rows.batch_size)
+        contexts = [attend(*parts, None, 1, True)
+                    for parts in zip(queries, rows.split(key), rows.split(value), strict=True)]
+        if query_rows is None:
+            return rows.join(contexts, tf.shape(x)[0])
+        return tf.concat(contexts, 0)
+    # Otherwise over [B, S] positions, padding masked: keys and values (and queries) restored.
+    keys_values = [tf.reshape(rows.restore(y), [-1, width]) for y in (key, value)]
+    if query_rows is not None:
+        return attend(query, *keys_values, mask_adder, rows.batch_size, False)
+    context = attend(tf.reshape(rows.restore(query), [-1, width]), *keys_values, mask_adder,
+                     rows.batch_size, False)
+    return rows.take(tf.reshape(context, [rows.batch_size, rows.seq_length, width]))
 
 
 def transformer_model(

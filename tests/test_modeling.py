@@ -177,6 +177,33 @@ def test_stateless_dropout_drops_at_the_rate_and_keeps_the_expectation(rate, sha
         modeling.dropout(tf.constant(x), 1.0)
 
 
+def test_dropout_of_varying_sizes_draws_the_same_mask_at_a_few_sizes():
+    """dropout_unscaled(sizes_vary=True) (a sequence's attention probabilities, one size per
+    length) zeroes exactly the units the plain one does, for sizes of every kind, while its
+    random bits are drawn at the next size 2^k or 3 * 2^k: less than half more, and 2 sizes per
+    doubling, so that a run compiles a few XLA kernels instead of one per length."""
+    shapes = [[2, 3, 3], [12, 37, 37], [1, 1], [5, 0, 4], [4, 1000]]
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        pairs = []
+        for shape in shapes:
+            x = tf.ones(shape)
+            masks = []
+            for sizes_vary in (False, True):
+                with modeling.stateless_dropout(tf.constant([4, 5])):
+                    masks.append(modeling.dropout_unscaled(x, 0.3, sizes_vary)[0])
+            pairs.append(masks)
+        sizes = list(range(1, 200)) + [3 * 2**20, 3 * 2**20 + 1, 12 * 512 * 512]
+        buckets = session.run([modeling._size_bucket(tf.constant(n)) for n in sizes])
+        pairs = session.run(pairs)
+    for shape, (plain, varying) in zip(shapes, pairs, strict=True):
+        assert plain.shape == tuple(shape)
+        np.testing.assert_array_equal(varying, plain)
+    for n, bucket in zip(sizes, buckets, strict=True):
+        power = 1 << max(int(bucket).bit_length() - 1, 0)
+        assert n <= bucket < 1.5 * n + 1 and bucket in (power, 3 * power // 2), (n, bucket)
+    assert len(set(buckets[:128])) == 14  # 1, 2, 3, 4, 6, 8, ..., 96, 128
+
+
 def test_stateless_dropout_masks_are_uncorrelated():
     """The keep masks of two dropout ops in one block, of two seeds, and of neighbouring units
     (next element, next row) are uncorrelated: each sample correlation is within 5 standard
@@ -375,23 +402,28 @@ def test_sequence_longer_than_position_table_fails_clearly():
             modeling.BertModel(modeling.BertConfig.from_dict(TINY), True, ids)
 
 
-def test_last_rows_only_and_skipped_padding_give_the_full_models_values_and_gradients():
+@pytest.mark.parametrize("batch_size", [None, 3], ids=["dynamic-batch", "static-batch"])
+def test_last_rows_only_and_skipped_padding_give_the_full_models_values_and_gradients(batch_size):
     """BertModel(output_positions=P), whose last layer computes only [CLS] and the rows at P,
     and BertModel(skip_padding=True), which computes only the real tokens (rounded up to 64
-    rows: here 29 real tokens of 128 positions, 35 padding rows computed, 64 skipped), alone and
-    together, give the full model's rows at P, its first layer's output at every real token,
-    its pooled output, both heads' losses and every variable's gradient (repeated positions, a
-    padding prediction and dynamic shapes included), with the same variables."""
+    rows: here 93 real tokens of 192 positions, 35 padding rows computed, 64 skipped), alone
+    and together, give the full model's rows at P, its first layer's output at every real
+    token, its pooled output, both heads' losses and every variable's gradient (repeated
+    positions, a padding prediction [1, 3], a sequence without padding and dynamic shapes
+    included),
+    with the same variables. With the batch size known when the graph is built, skip_padding's
+    attention runs per sequence over its real tokens; otherwise over the padded batch, masked."""
     config = modeling.BertConfig.from_dict(TINY)
     rng = np.random.default_rng(5)
-    batch = random_batch(rng, 2, 64, 99, num_predictions=4)
-    batch["mask"][0, 20:] = batch["mask"][1, 9:] = 0
-    batch["positions"] = np.array([[3, 17, 17, 5], [8, 1, 2, 0]])  # [1, 3]: padding (weight 0)
+    batch = random_batch(rng, 3, 64, 99, num_predictions=4)
+    batch["mask"][0, 20:] = batch["mask"][1, 9:] = 0  # the third sequence has no padding
+    batch["positions"] = np.array([[3, 17, 17, 5], [8, 1, 2, 0], [63, 0, 9, 40]])
+    batch["weights"] = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]], np.float32)
     with tf.Graph().as_default():
-        inputs = {name: tf.compat.v1.placeholder(tf.int32, [None, None]) for name in
+        inputs = {name: tf.compat.v1.placeholder(tf.int32, [batch_size, None]) for name in
                   ("ids", "mask", "types", "positions", "labels")}
-        inputs["weights"] = tf.compat.v1.placeholder(tf.float32, [None, None])
-        inputs["nsp_labels"] = tf.compat.v1.placeholder(tf.int32, [None])
+        inputs["weights"] = tf.compat.v1.placeholder(tf.float32, [batch_size, None])
+        inputs["nsp_labels"] = tf.compat.v1.placeholder(tf.int32, [batch_size])
         outputs = []
         variants = [(None, False), (inputs["positions"], False), (inputs["positions"], True),
                     (None, True)]
@@ -422,7 +454,7 @@ def test_last_rows_only_and_skipped_padding_give_the_full_models_values_and_grad
             session.run(tf.compat.v1.global_variables_initializer())
             randomize(session)
             full, *others = session.run(outputs, feed(inputs, batch))
-    assert full[0].shape == (2, 4, 32) and full[1].shape == (29, 32)
+    assert full[0].shape == (3, 4, 32) and full[1].shape == (93, 32)
     for variant, values in zip(variants[1:], others, strict=True):
         for ours, reference in zip(values, full, strict=True):
             np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6,
