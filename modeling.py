@@ -116,9 +116,10 @@ class BertModel:
                 The pooler still reads [CLS].
             skip_padding: compute the embeddings and every Transformer layer only at the real
                 tokens (`input_mask` 1), plus a few padding positions to round their count up
-                to a multiple of `PADDING_ROWS_MULTIPLE` (`EncoderRows`). Real tokens' values
-                and every loss and gradient are the full model's within a rounding; the
-                sequence outputs are 0 at the skipped padding positions.
+                to a multiple of `PADDING_ROWS_MULTIPLE` (`EncoderRows`); with the batch size
+                known when the graph is built, each sequence attends over its own real tokens
+                only. Real tokens' values and every loss and gradient are the full model's
+                within a rounding; the sequence outputs are 0 at the skipped padding positions.
 
         Raises:
             ValueError: S is larger than `config.max_position_embeddings`, or the config is bad.
@@ -517,7 +518,8 @@ def attention_layer(
 
     Args:
         x: [rows, H] layer input at `rows` (an `EncoderRows`).
-        mask_adder: [B, 1, 1, S] from `attention_mask_adder`.
+        mask_adder: [B, 1, 1, S] from `attention_mask_adder` (not needed where `rows` holds
+            the sequences apart: each attends over its own real tokens).
         query_rows: optional [B*Q, H]: Q rows of each sequence that attend (default all of
             `rows`).
     Returns:
