@@ -117,8 +117,8 @@ class BertModel:
             skip_padding: compute the embeddings and every Transformer layer only at the real
                 tokens (`input_mask` 1), plus a few padding positions to round their count up
                 to a multiple of `PADDING_ROWS_MULTIPLE` (`EncoderRows`); with the batch size
-                known when the graph is built, each sequence attends over its own real tokens
-                only. Real tokens' values and every loss and gradient are the full model's
+                known when the graph is built and at most PER_SEQUENCE_ATTENTION_MAX_BATCH, each
+                sequence attends over its own real tokens only. Real tokens' values and every loss and gradient are the full model's
                 within a rounding; the sequence outputs are 0 at the skipped padding positions.
 
         Raises:
@@ -357,8 +357,8 @@ def _stateless_keep_mask(shape, rate, seed, sizes_vary=False):
     bits fall below t = round(65536 * rate), so it is kept with probability 1 - t/65536 (rate 0.1:
     0.899994). The bits are the top 16 of SplitMix64 at the element's index, from a start that
     `seed` (int32 [2], as stateless_fold_in returns) determines (`_splitmix64_keep_mask`).
-    With `sizes_vary` the bits are drawn for the next size of the form 2^k or 3 * 2^k (at most
-    less than half more) and the first ones kept: the same mask, one compilation per such size."""
+    With `sizes_vary` the bits are drawn for the next size of the form 2^k or 3 * 2^k (less
+    than half more) and the first ones kept: the same mask, one compilation per such size."""
     if not 0.0 < rate < 1.0:
         raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
     dropped = min(round(rate * 65536), 65535)
@@ -444,6 +444,9 @@ def attention_mask_adder(input_mask):
 
 
 PADDING_ROWS_MULTIPLE = 64
+# Largest batch whose attention runs per sequence (unrolled: ~30 ops per sequence and layer,
+# forward and backward); larger batches, which GPUs run, attend over the padded batch, masked.
+PER_SEQUENCE_ATTENTION_MAX_BATCH = 16
 
 
 class EncoderRows:
@@ -472,9 +475,11 @@ class EncoderRows:
 
     @property
     def sequences_apart(self):
-        """Whether the rows hold each sequence's real tokens apart (sequence after sequence,
-        then padding rows) and B is known: attention can run per sequence on its real tokens."""
-        return self.lengths is not None and isinstance(self.batch_size, int)
+        """Whether attention runs per sequence on its real tokens: the rows hold each
+        sequence's real tokens apart (sequence after sequence, then padding rows) and B is
+        known and at most `PER_SEQUENCE_ATTENTION_MAX_BATCH`."""
+        return (self.lengths is not None and isinstance(self.batch_size, int)
+                and self.batch_size <= PER_SEQUENCE_ATTENTION_MAX_BATCH)
 
     def split(self, matrix):
         """[rows, W] -> B matrices [L_b, W], sequence b's real tokens (`sequences_apart`)."""
@@ -482,9 +487,10 @@ class EncoderRows:
         sizes = tf.concat([self.lengths, padding[tf.newaxis]], 0)
         return tf.split(matrix, sizes, num=self.batch_size + 1)[:-1]
 
-    def join(self, matrices, rows):
-        """B matrices [L_b, W] (as `split` gives) -> [rows, W], zeros in the padding rows."""
-        padding = rows - tf.reduce_sum(self.lengths)
+    def join(self, matrices, row_count):
+        """B matrices [L_b, W] (as `split` gives) -> [row_count, W], zeros in the padding
+        rows."""
+        padding = row_count - tf.reduce_sum(self.lengths)
         zeros = tf.zeros(tf.stack([padding, matrices[0].shape[-1]]), matrices[0].dtype)
         return tf.concat([*matrices, zeros], 0)
 
