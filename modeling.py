@@ -118,8 +118,9 @@ class BertModel:
                 tokens (`input_mask` 1), plus a few padding positions to round their count up
                 to a multiple of `PADDING_ROWS_MULTIPLE` (`EncoderRows`); with the batch size
                 known when the graph is built and at most PER_SEQUENCE_ATTENTION_MAX_BATCH, each
-                sequence attends over its own real tokens only. Real tokens' values and every loss and gradient are the full model's
-                within a rounding; the sequence outputs are 0 at the skipped padding positions.
+                sequence attends over its own real tokens only. Real tokens' values and every
+                loss and gradient are the full model's within a rounding; the sequence outputs
+                are 0 at the skipped padding positions.
 
         Raises:
             ValueError: S is larger than `config.max_position_embeddings`, or the config is bad.
@@ -464,12 +465,15 @@ class EncoderRows:
 
     def __init__(self, batch_size, seq_length, input_mask=None, multiple=PADDING_ROWS_MULTIPLE):
         self.batch_size, self.seq_length = batch_size, seq_length
-        self.indices = self.slots = self.lengths = None
+        self.indices = self.slots = self.lengths = self.padding_rows = None
         if input_mask is not None:
-            self.lengths = tf.reduce_sum(tf.cast(input_mask, tf.int32), axis=1)  # real tokens
-            mask = tf.reshape(tf.cast(input_mask, tf.int32), [-1])
+            mask = tf.cast(input_mask, tf.int32)
+            self.lengths = tf.reduce_sum(mask, axis=1)  # real tokens of each sequence
+            real = tf.reduce_sum(self.lengths)
+            mask = tf.reshape(mask, [-1])
             order = tf.argsort(1 - mask, stable=True)  # real tokens first, each group in order
-            count = tf.minimum(tf.size(mask), -(-tf.reduce_sum(mask) // multiple) * multiple)
+            count = tf.minimum(tf.size(mask), -(-real // multiple) * multiple)
+            self.padding_rows = count - real
             self.indices = order[:count]  # the flat position of each row
             self.slots = tf.minimum(tf.math.invert_permutation(order), count)  # count: skipped
 
@@ -483,15 +487,13 @@ class EncoderRows:
 
     def split(self, matrix):
         """[rows, W] -> B matrices [L_b, W], sequence b's real tokens (`sequences_apart`)."""
-        padding = tf.shape(matrix)[0] - tf.reduce_sum(self.lengths)
-        sizes = tf.concat([self.lengths, padding[tf.newaxis]], 0)
+        sizes = tf.concat([self.lengths, self.padding_rows[tf.newaxis]], 0)
         return tf.split(matrix, sizes, num=self.batch_size + 1)[:-1]
 
-    def join(self, matrices, row_count):
-        """B matrices [L_b, W] (as `split` gives) -> [row_count, W], zeros in the padding
-        rows."""
-        padding = row_count - tf.reduce_sum(self.lengths)
-        zeros = tf.zeros(tf.stack([padding, matrices[0].shape[-1]]), matrices[0].dtype)
+    def join(self, matrices):
+        """B matrices [L_b, W] (as `split` gives) -> [rows, W], zeros in the padding rows."""
+        width = matrices[0].shape[-1]
+        zeros = tf.zeros(tf.stack([self.padding_rows, width]), matrices[0].dtype)
         return tf.concat([*matrices, zeros], 0)
 
     def take(self, tensor):
@@ -560,7 +562,7 @@ def attention_layer(
         contexts = [attend(*parts, None, 1, True)
                     for parts in zip(queries, rows.split(key), rows.split(value), strict=True)]
         if query_rows is None:
-            return rows.join(contexts, tf.shape(x)[0])
+            return rows.join(contexts)
         return tf.concat(contexts, 0)
     # Otherwise over [B, S] positions, padding masked: keys and values (and queries) restored.
     keys_values = [tf.reshape(rows.restore(y), [-1, width]) for y in (key, value)]

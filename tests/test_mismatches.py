@@ -103,8 +103,9 @@ def test_every_architecture_difference_is_named(google_checkpoint, trained_run, 
         assert message.startswith(f"checkpoint {prefix} does not fit --bert_config_file="
                                   f"{config_file}: ") and message.endswith("; the fix")
         assert_names_the_difference(message, key, value)
-    session_setup.check_checkpoint_fits(str(google_checkpoint), "fits", modeling.BertConfig.
-                                        from_dict(TINY_CONFIG), "tiny.json", "the fix")
+    tiny = modeling.BertConfig.from_dict(TINY_CONFIG)
+    session_setup.check_checkpoint_fits(str(google_checkpoint), "fits", tiny, "tiny.json",
+                                        "the fix")  # the unchanged config fits: no error
 
 
 # End to end, for a difference the variables' shapes show and one only bert_config.json shows.
