@@ -120,7 +120,8 @@ class BertModel:
                 known when the graph is built and at most PER_SEQUENCE_ATTENTION_MAX_BATCH, each
                 sequence attends over its own real tokens only. Real tokens' values and every
                 loss and gradient are the full model's within a rounding; the sequence outputs
-                are 0 at the skipped padding positions.
+                are 0 at the skipped padding positions. Shapes then change with every batch's
+                real tokens: XLA would compile each anew.
 
         Raises:
             ValueError: S is larger than `config.max_position_embeddings`, or the config is bad.

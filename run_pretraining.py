@@ -319,11 +319,13 @@ def model_fn_builder(bert_config, distributed):
 
     def build(features, mode):
         # Every layer computes only the real tokens, the last one only the rows the heads read:
-        # [CLS] and the masked positions.
+        # [CLS] and the masked positions. XLA compiles a cluster for each new input shape, and
+        # the real tokens' count changes every batch: with --use_xla every layer keeps the
+        # padded [B, S] shapes.
         model = modeling.BertModel(  # a named scope: evaluation during training reuses it
             bert_config, mode == estimator.ModeKeys.TRAIN, features["input_ids"],
             features["input_mask"], features["segment_ids"], scope="bert",
-            output_positions=features["masked_lm_positions"], skip_padding=True)
+            output_positions=features["masked_lm_positions"], skip_padding=not FLAGS.use_xla)
         mlm_loss, mlm_example_loss, mlm_log_probs = modeling.get_masked_lm_output(
             bert_config, model.get_sequence_output(), model.get_embedding_table(), None,
             features["masked_lm_ids"], features["masked_lm_weights"])

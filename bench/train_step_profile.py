@@ -5,7 +5,7 @@ padding), so that no input pipeline is measured.
 
   .venv/bin/python bench/train_step_profile.py [--bert_config_file=bert_config.json]
       [--batch_size=8] [--max_seq_length=128] [--max_predictions_per_seq=20] [--steps=6]
-      [--real_tokens=1.0] [--noskip_padding] [--optimizer_type=adam] [--bf16] [--xla]
+      [--real_tokens=1.0] [--[no]skip_padding] [--optimizer_type=adam] [--bf16] [--xla]
       [--threads=N] [--trace]
 
 Prints the resident memory (VmRSS, and VmHWM: the peak so far) after the graph is built, after
@@ -37,8 +37,8 @@ flags.DEFINE_integer("steps", 6, "Steps run (the first two are not in the median
 flags.DEFINE_float("real_tokens", 1.0, "Mean fraction of each sequence that is real tokens (the "
                    "rest padding): lengths uniform in [2 x this - 1, 1] x max_seq_length.",
                    lower_bound=0.5, upper_bound=1.0)
-flags.DEFINE_bool("skip_padding", True, "Compute only the real tokens, as run_pretraining.py "
-                  "does (BertModel(skip_padding=True)).")
+flags.DEFINE_bool("skip_padding", None, "Compute only the real tokens (BertModel(skip_padding="
+                  "True)); default as run_pretraining.py: on, off with --xla.")
 flags.DEFINE_enum("optimizer_type", "adam", ["adam", "adamw", "lamb"], "Optimizer.")
 flags.DEFINE_bool("bf16", False, "oneDNN's bfloat16 mixed-precision rewrite (--amp "
                   "--amp_dtype=bfloat16 of run_pretraining.py).")
@@ -57,6 +57,12 @@ def memory():
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(value.split()[0]) // 1024
     return values
+
+
+def skip_padding():
+    """--skip_padding, or run_pretraining.py's choice: every layer on the real tokens only,
+    except under XLA (which compiles anew for each row count)."""
+    return FLAGS.skip_padding if FLAGS.skip_padding is not None else not FLAGS.xla
 
 
 def training_step(tf, config):
@@ -79,7 +85,7 @@ def training_step(tf, config):
     with session_setup.training_graph(12345, 0, 1, FLAGS.xla):
         model = modeling.BertModel(
             config, True, ids, mask, tf.zeros([batch, seq], tf.int32), scope="bert",
-            output_positions=tf.constant(positions, tf.int32), skip_padding=FLAGS.skip_padding)
+            output_positions=tf.constant(positions, tf.int32), skip_padding=skip_padding())
         mlm_loss, _, _ = modeling.get_masked_lm_output(
             config, model.get_sequence_output(), model.get_embedding_table(), None,
             tf.constant(rng.integers(0, config.vocab_size, [batch, predictions]), tf.int32),

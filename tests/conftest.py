@@ -16,7 +16,7 @@ SAMPLE_CORPUS = os.path.join(REPO, "data", "sample_corpus.txt")
 def run_cli(args, check=True, env=None, **kwargs):
     """Runs `python ARGS...` from the repo root, with the variables `env` added to the
     environment; returns the CompletedProcess (text output)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     result = subprocess.run([sys.executable, *args], check=False, cwd=REPO, env=env,
                             capture_output=True,
                             text=True, **kwargs)

@@ -182,13 +182,22 @@ def test_init_checkpoint_loads_only_when_output_dir_has_none(data, tmp_path):
 ], ids=["xla", "amp", "accumulation", "lamb"])
 def test_switches_train_with_finite_decreasing_loss(data, tmp_path, extra):
     """Property: each switch runs the training step to num_train_steps with a finite loss that
-    goes down (and AMP logs its loss scale)."""
+    goes down (AMP logs its loss scale; under XLA every cluster compiles for one input shape
+    only, however many real tokens each batch holds)."""
     out = tmp_path / "run"
-    run_cli(args(data, out, "--do_train", *extra, steps=12))
+    result = run_cli(args(data, out, "--do_train", *extra, steps=12),
+                     env={"TF_CPP_MIN_LOG_LEVEL": "0",
+                          "TF_CPP_VMODULE": "device_compilation_profiler=2"})
     assert_loss_finite_and_decreasing(out)
     assert checkpoint_step(out) == 12
     if "--amp" in extra:
         assert "loss_scaler" in step_records(out)[-1]["data"]
+    if "--use_xla" in extra:
+        compiles = re.findall(r"Compiled (\w+) (\d+) times", result.stderr)
+        assert compiles, "no XLA compilation logged"
+        recompiled = {name: int(times) for name, times in compiles if int(times) > 1}
+        assert not recompiled, f"clusters compiled for several shapes: {recompiled}"
+        assert "Not compiling" not in result.stderr
 
 
 def test_amp_that_tensorflow_skips_is_reported_and_the_run_trains(data, tmp_path):
