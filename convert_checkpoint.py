@@ -37,6 +37,9 @@ config.json is hf, a `.pt` file is pt; an output ending in `.pt` is pt, one whos
 `ckpt` is tf, anything else is an hf directory. A tf output gets `bert_config.json` beside it.
 """
 
+import tf_startup  # noqa: F401  (first: TensorFlow with oneDNN kernels on, without Keras)
+
+# isort: split
 import json
 import os
 

@@ -19,7 +19,7 @@ Re-running with the same `--output_dir` resumes from its
 latest checkpoint; `--init_checkpoint` is loaded only when `--output_dir` has none.
 """
 
-import cpu_kernels  # noqa: F401  (first: TensorFlow's oneDNN kernels on)
+import tf_startup  # noqa: F401  (first: TensorFlow with oneDNN kernels on, without Keras)
 
 # isort: split
 import contextlib

@@ -17,7 +17,7 @@ predict file has answers, EM/F1 to `eval_results.txt`. Under Horovod (`mpiexec .
 each rank trains on every size-th window; rank 0 alone predicts and writes.
 """
 
-import cpu_kernels  # noqa: F401  (first: TensorFlow's oneDNN kernels on)
+import tf_startup  # noqa: F401  (first: TensorFlow with oneDNN kernels on, without Keras)
 
 # isort: split
 import json

@@ -15,9 +15,6 @@ import time
 
 from absl import app
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cpu_kernels  # the repository root's: the children's oneDNN setting, read in versions()
-
 HISTORY = "### History"
 
 
@@ -60,9 +57,16 @@ def peer_switches(precision, compile_model):
     return ["--bf16"] * (precision == "bf16") + ["--compile"] * bool(compile_model)
 
 
+def clis_run_onednn():
+    """Whether our CLIs started from this environment run TensorFlow's oneDNN kernels
+    (tf_startup.py sets TF_ENABLE_ONEDNN_OPTS=1 where it is unset)."""
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() in ("1", "true")
+
+
 def versions():
     """"Python x, TensorFlow y (oneDNN kernels on|off), PyTorch z, transformers w" of this
-    environment; our CLIs turn oneDNN on unless TF_ENABLE_ONEDNN_OPTS says otherwise."""
+    environment; our CLIs turn oneDNN on unless TF_ENABLE_ONEDNN_OPTS says otherwise
+    (tf_startup.py)."""
     def version(name):
         try:
             return importlib.metadata.version(name)
@@ -73,7 +77,7 @@ def versions():
     if tensorflow == "?":
         tensorflow = version("tensorflow-cpu")
     return (f"Python {platform.python_version()}, TensorFlow {tensorflow} (oneDNN kernels "
-            f"{'on' if cpu_kernels.onednn_enabled() else 'off'}), PyTorch "
+            f"{'on' if clis_run_onednn() else 'off'}), PyTorch "
             f"{version('torch')}, transformers {version('transformers')}")
 
 

@@ -26,7 +26,7 @@ from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-import cpu_kernels  # noqa: F401  (first: TensorFlow's oneDNN kernels on)
+import tf_startup  # noqa: F401  (first: TensorFlow with oneDNN kernels on, without Keras)
 
 flags.DEFINE_string("bert_config_file", os.path.join(REPO, "bert_config.json"), "Model.")
 flags.DEFINE_integer("batch_size", 8, "Sequences per step.")

@@ -245,7 +245,7 @@ print(json.dumps(rates))
 def measured_matmul_rates():
     """TensorFlow's fp32 and bf16 matrix-product FLOP/s, measured in a child process with
     --threads intra-op threads."""
-    probe = ("import cpu_kernels\nimport tensorflow as tf\n"
+    probe = ("import tf_startup\nimport tensorflow as tf\n"
              f"tf.config.threading.set_intra_op_parallelism_threads({FLAGS.threads})\n"
              + MATMUL_PROBE)
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-import cpu_kernels  # noqa: F401  (before TensorFlow: the CLIs' oneDNN kernels in-process too)
+import tf_startup  # noqa: F401  (first: TensorFlow started as the CLIs start it)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = os.path.join(REPO, "data", "vocab.txt")
