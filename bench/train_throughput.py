@@ -373,7 +373,10 @@ def table(results, lengths, rates, cpu, command, skipped, curves):
                 f"{peer['peak_rss_mib']:,.0f} | {ours['first_loss']:.3f} / "
                 f"{peer['first_loss']:.3f} |")
     lines += ["", (f"Goals: see issue 14 (bf16 utilisation at least "
-                   f"{BF16_UTILISATION_GOAL:.0%}; peak RSS no higher than the peer's).")]
+                   f"{BF16_UTILISATION_GOAL:.0%}; peak RSS no higher than the peer's)."),
+              "", ("The peer's masked-LM head scores every position (transformers' "
+                   "BertForPreTraining), ours only the masked ones (Google's); the peer's "
+                   "peak RSS includes those logits.")]
     if curves:
         lines += curve_lines(curves)
     return "\n".join(lines) + "\n"
