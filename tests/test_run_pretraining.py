@@ -185,14 +185,15 @@ def test_switches_train_with_finite_decreasing_loss(data, tmp_path, extra):
     goes down (AMP logs its loss scale; under XLA every cluster compiles for one input shape
     only, however many real tokens each batch holds)."""
     out = tmp_path / "run"
+    xla = "--use_xla" in extra
+    compile_log = {"TF_CPP_MIN_LOG_LEVEL": "0", "TF_CPP_VMODULE": "device_compilation_profiler=2"}
     result = run_cli(args(data, out, "--do_train", *extra, steps=12),
-                     env={"TF_CPP_MIN_LOG_LEVEL": "0",
-                          "TF_CPP_VMODULE": "device_compilation_profiler=2"})
+                     env=compile_log if xla else None)
     assert_loss_finite_and_decreasing(out)
     assert checkpoint_step(out) == 12
     if "--amp" in extra:
         assert "loss_scaler" in step_records(out)[-1]["data"]
-    if "--use_xla" in extra:
+    if xla:
         compiles = re.findall(r"Compiled (\w+) (\d+) times", result.stderr)
         assert compiles, "no XLA compilation logged"
         recompiled = {name: int(times) for name, times in compiles if int(times) > 1}
