@@ -538,7 +538,7 @@ def attention_layer(
     query = dense(x if query_rows is None else query_rows, width, "query", initializer)
     key, value = dense(x, width, "key", initializer), dense(x, width, "value", initializer)
 
-    def heads(y, batch_size):  # [B*L, N*D] -> [B, N, L, D]
+    def heads(y, batch_size):  # [B*L, N*D] or [B, L, N*D] -> [B, N, L, D]
         y = tf.reshape(y, [batch_size, -1, num_attention_heads, size_per_head])
         return tf.transpose(y, [0, 2, 1, 3])
 
@@ -566,11 +566,10 @@ def attention_layer(
             return rows.join(contexts)
         return tf.concat(contexts, 0)
     # Otherwise over [B, S] positions, padding masked: keys and values (and queries) restored.
-    keys_values = [tf.reshape(rows.restore(y), [-1, width]) for y in (key, value)]
+    keys_values = [rows.restore(key), rows.restore(value)]
     if query_rows is not None:
         return attend(query, *keys_values, mask_adder, rows.batch_size, False)
-    context = attend(tf.reshape(rows.restore(query), [-1, width]), *keys_values, mask_adder,
-                     rows.batch_size, False)
+    context = attend(rows.restore(query), *keys_values, mask_adder, rows.batch_size, False)
     return rows.take(tf.reshape(context, [rows.batch_size, rows.seq_length, width]))
 
 
