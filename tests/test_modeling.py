@@ -410,8 +410,9 @@ def test_last_rows_only_and_skipped_padding_give_the_full_models_values_and_grad
     and together, give the full model's rows at P, its first layer's output at every real
     token, its pooled output, both heads' losses and every variable's gradient (repeated
     positions, a padding prediction [1, 3], a sequence without padding and dynamic shapes
-    included), with the same variables. With the batch size known when the graph is built, skip_padding's
-    attention runs per sequence over its real tokens; otherwise over the padded batch, masked."""
+    included), with the same variables. With the batch size known when the graph is built,
+    skip_padding's attention runs per sequence over its real tokens; otherwise over the padded
+    batch, masked."""
     config = modeling.BertConfig.from_dict(TINY)
     rng = np.random.default_rng(5)
     batch = random_batch(rng, 3, 64, 99, num_predictions=4)
